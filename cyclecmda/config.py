@@ -1,0 +1,394 @@
+"""Typed config schema, merged as schema <- YAML file(s) <- ``key=value`` overrides.
+
+Every component receives only its own section (``cfg.data``, ``cfg.model``, ...). Unknown keys,
+wrong types and bad choices raise :class:`ConfigError` naming the key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cyclecmda.errors import ConfigError, did_you_mean
+
+IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"]
+
+
+@dataclass
+class RunConfig:
+    name: str = "cyclegan"
+    out_dir: str = "checkpoints"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+
+
+@dataclass
+class ScaleConfig:
+    """How raw pixel values map to [-1, 1]: the full range of the bit depth, a fixed
+    [min, max], or percentiles measured over a sample of the dataset. Values outside are clipped."""
+
+    mode: str = "full"  # full | fixed | percentile
+    min: Optional[float] = None
+    max: Optional[float] = None
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+    sample_images: int = 64
+
+
+@dataclass
+class TransformConfig:
+    """One albumentations transform by class name, e.g. ``{name: GaussNoise, params: {p: 0.2}}``."""
+
+    name: str = ""
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DomainConfig:
+    root: str = ""  # folder (recursive), glob, or text file listing paths
+    test_root: str = ""  # held-out images of this domain (optional)
+    channels: int = 3  # 1 or 3
+    bit_depth: int = 8  # 8 or 16
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    # None: Resize(load_size) -> RandomCrop(crop_size) -> HorizontalFlip (if data.flip).
+    transforms: Optional[List[TransformConfig]] = None
+
+
+@dataclass
+class DataConfig:
+    a: DomainConfig = field(default_factory=DomainConfig)
+    b: DomainConfig = field(default_factory=DomainConfig)
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+    serial_batches: bool = False  # B drawn in order instead of at random
+    batch_size: int = 1
+    num_workers: int = 4
+    pin_memory: bool = True
+    on_bad_file: str = "error"  # error | skip
+    scan: str = "header"  # none | header | full: checks run on every file before training
+    extensions: List[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    demo_dir: str = ""  # when set and both roots are missing, demo data is generated here
+
+
+@dataclass
+class GenConfig:
+    arch: str = "resnet_9blocks"
+    ngf: int = 64
+    dropout: float = 0.0
+    upsample: str = "transpose"  # transpose | resize_conv
+
+
+@dataclass
+class DiscConfig:
+    arch: str = "patchgan"  # patchgan | pixel
+    ndf: int = 64
+    n_layers: int = 3
+
+
+@dataclass
+class ModelConfig:
+    gen: GenConfig = field(default_factory=GenConfig)
+    disc: DiscConfig = field(default_factory=DiscConfig)
+    norm: str = "instance"  # instance | batch | none
+    init: str = "normal"  # normal | xavier | kaiming | orthogonal
+    init_gain: float = 0.02
+
+
+@dataclass
+class LossConfig:
+    gan_mode: str = "lsgan"  # lsgan | vanilla | hinge | wgangp
+    lambda_a: float = 10.0
+    lambda_b: float = 10.0
+    lambda_identity: float = 0.5
+    lambda_gp: float = 10.0
+    pool_size: int = 50
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_policy: str = "linear"  # linear | cosine | step | constant
+    lr_step_epochs: int = 50  # step policy: epochs between x0.1 decays
+
+
+@dataclass
+class TrainConfig:
+    max_steps: Optional[int] = None  # caps the run; None trains n_epochs + n_epochs_decay
+    n_epochs: int = 100
+    n_epochs_decay: int = 100
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    log_every: int = 100
+    image_every: int = 1000
+    num_image_samples: int = 4
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    resume: str = ""  # "" | auto | path to a checkpoint
+    export_on_finish: bool = False
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Closed sets of values. Registry-backed keys (model.gen.arch, model.disc.arch) are checked by
+# the registries themselves, so adding a network needs no change here.
+CHOICES: Dict[str, Sequence[Any]] = {
+    "data.a.channels": (1, 3),
+    "data.b.channels": (1, 3),
+    "data.a.bit_depth": (8, 16),
+    "data.b.bit_depth": (8, 16),
+    "data.a.scale.mode": ("full", "fixed", "percentile"),
+    "data.b.scale.mode": ("full", "fixed", "percentile"),
+    "data.on_bad_file": ("error", "skip"),
+    "data.scan": ("none", "header", "full"),
+    "model.gen.upsample": ("transpose", "resize_conv"),
+    "model.norm": ("instance", "batch", "none"),
+    "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
+    "loss.gan_mode": ("lsgan", "vanilla", "hinge", "wgangp"),
+    "optim.lr_policy": ("linear", "cosine", "step", "constant"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+}
+
+
+def _schema_node(path: str) -> Any:
+    """The dataclass type at a dotted path of the schema (None if the path is not a section)."""
+    node: Any = Config
+    for part in [p for p in path.split(".") if p]:
+        if not dataclasses.is_dataclass(node):
+            return None
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            return None
+        node = fields[part].type
+        if isinstance(node, str):  # postponed annotations
+            node = _resolve_type(node)
+    return node
+
+
+def _resolve_type(name: str) -> Any:
+    return globals().get(name)
+
+
+def _valid_keys(section: str) -> List[str]:
+    node = _schema_node(section)
+    if node is None or not dataclasses.is_dataclass(node):
+        return []
+    return [f.name for f in dataclasses.fields(node)]
+
+
+def _translate(exc: OmegaConfBaseException, source: str) -> ConfigError:
+    """Turn an OmegaConf exception into a ConfigError that names the key and valid keys."""
+    full_key = str(getattr(exc, "full_key", "") or "")
+    where = f" (in {source})" if source else ""
+    msg = str(getattr(exc, "msg", "") or exc).split("\n")[0]
+    if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+        section, _, key = full_key.rpartition(".")
+        valid = _valid_keys(section)
+        place = f"section '{section}'" if section else "the top level"
+        return ConfigError(
+            f"unknown config key '{full_key}'{where}; valid keys in {place}: "
+            f"{', '.join(valid)}." + did_you_mean(key, valid)
+        )
+    return ConfigError(f"invalid value for config key '{full_key}'{where}: {msg}")
+
+
+def _check_choices(cfg: Config) -> None:
+    container = OmegaConf.structured(cfg)
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(container, key)
+        if value not in choices:
+            raise ConfigError(
+                f"invalid value {value!r} for config key '{key}'; valid choices: "
+                f"{', '.join(map(str, choices))}." + did_you_mean(str(value), map(str, choices))
+            )
+
+
+def _check_values(cfg: Config) -> None:
+    def positive(key: str, value: Optional[float], allow_zero: bool = False) -> None:
+        if value is None:
+            return
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ConfigError(f"invalid value {value!r} for config key '{key}'; it must be {bound}.")
+
+    d = cfg.data
+    positive("data.load_size", d.load_size)
+    positive("data.crop_size", d.crop_size)
+    positive("data.batch_size", d.batch_size)
+    positive("data.num_workers", d.num_workers, allow_zero=True)
+    if d.crop_size > d.load_size and (d.a.transforms is None or d.b.transforms is None):
+        raise ConfigError(
+            f"data.crop_size ({d.crop_size}) is larger than data.load_size ({d.load_size}); "
+            "the default pipeline resizes to load_size then crops crop_size, so set "
+            "crop_size <= load_size."
+        )
+    for name in ("a", "b"):
+        dom: DomainConfig = getattr(d, name)
+        s = dom.scale
+        key = f"data.{name}.scale"
+        if s.mode == "fixed":
+            if s.min is None or s.max is None:
+                raise ConfigError(f"{key}.mode is 'fixed' but {key}.min / {key}.max are not both set.")
+            if s.max <= s.min:
+                raise ConfigError(f"{key}.max ({s.max}) must be greater than {key}.min ({s.min}).")
+        if s.mode == "percentile" and not 0 <= s.low_percentile < s.high_percentile <= 100:
+            raise ConfigError(
+                f"{key}: need 0 <= low_percentile < high_percentile <= 100, "
+                f"got {s.low_percentile} and {s.high_percentile}."
+            )
+        positive(f"{key}.sample_images", s.sample_images)
+        if dom.transforms is not None:
+            for i, t in enumerate(dom.transforms):
+                _check_transform(f"data.{name}.transforms[{i}]", t)
+    for ext in d.extensions:
+        if not ext.startswith("."):
+            raise ConfigError(f"invalid extension {ext!r} in data.extensions; write it with a dot, like '.png'.")
+    m = cfg.model
+    positive("model.gen.ngf", m.gen.ngf)
+    positive("model.disc.ndf", m.disc.ndf)
+    positive("model.disc.n_layers", m.disc.n_layers)
+    if not 0 <= m.gen.dropout < 1:
+        raise ConfigError(f"invalid value {m.gen.dropout!r} for 'model.gen.dropout'; it must be in [0, 1).")
+    lo = cfg.loss
+    for key in ("lambda_a", "lambda_b", "lambda_identity", "lambda_gp"):
+        positive(f"loss.{key}", getattr(lo, key), allow_zero=True)
+    positive("loss.pool_size", lo.pool_size, allow_zero=True)
+    positive("optim.lr", cfg.optim.lr)
+    for key in ("beta1", "beta2"):
+        v = getattr(cfg.optim, key)
+        if not 0 <= v < 1:
+            raise ConfigError(f"invalid value {v!r} for 'optim.{key}'; it must be in [0, 1).")
+    t = cfg.train
+    positive("train.max_steps", t.max_steps)
+    positive("train.n_epochs", t.n_epochs, allow_zero=True)
+    positive("train.n_epochs_decay", t.n_epochs_decay, allow_zero=True)
+    if t.n_epochs + t.n_epochs_decay == 0 and t.max_steps is None:
+        raise ConfigError("train.n_epochs + train.n_epochs_decay is 0 and train.max_steps is unset: nothing to train.")
+    for key in ("log_every", "image_every", "checkpoint_every", "keep_last"):
+        positive(f"train.{key}", getattr(t, key))
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.run.device):
+        raise ConfigError(
+            f"invalid value {cfg.run.device!r} for 'run.device'; valid: auto, cpu, cuda, cuda:N, mps."
+        )
+
+
+def _check_transform(key: str, t: TransformConfig) -> None:
+    import albumentations as A
+
+    cls = getattr(A, t.name, None)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        names = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
+        raise ConfigError(
+            f"{key}.name: {t.name!r} is not an albumentations transform." + did_you_mean(t.name, names)
+        )
+    try:
+        cls(**t.params)
+    except Exception as exc:  # albumentations validates arguments in __init__
+        raise ConfigError(f"{key}: albumentations.{t.name}(**{dict(t.params)}) failed: {exc}") from None
+
+
+def validate(cfg: Config) -> Config:
+    """Check choices and value ranges; raise ConfigError naming the key."""
+    _check_choices(cfg)
+    _check_values(cfg)
+    return cfg
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100).")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {exc}") from None
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist.")
+    try:
+        loaded = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if loaded is None or isinstance(loaded, ListConfig):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections (run, data, model, ...).")
+    return loaded
+
+
+def load_config(
+    paths: Sequence[Union[str, Path]] = (), overrides: Sequence[str] = ()
+) -> Config:
+    """Merge schema <- each YAML file in order <- ``key=value`` overrides, then validate."""
+    merged = OmegaConf.structured(Config)
+    for p in paths:
+        try:
+            merged = OmegaConf.merge(merged, _read_yaml(Path(p)))
+        except OmegaConfBaseException as exc:
+            raise _translate(exc, str(p)) from None
+    if overrides:
+        try:
+            merged = OmegaConf.merge(merged, _parse_overrides(overrides))
+        except OmegaConfBaseException as exc:
+            raise _translate(exc, "command-line override") from None
+    try:
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _translate(exc, "") from None
+    assert isinstance(cfg, Config)
+    return validate(cfg)
+
+
+def config_from_dict(data: Dict[str, Any]) -> Config:
+    """Rebuild a validated Config from a plain dict (as stored in checkpoints and exports)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _translate(exc, "stored config") from None
+    return validate(cfg)
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """Plain nested dict of a Config (or any section of it)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Config, path: Union[str, Path]) -> Path:
+    """Write the resolved config as YAML; ``load_config([path])`` gives it back unchanged."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_yaml(cfg))
+    tmp.replace(path)
+    return path
+
+
+def split_cli_args(args: Sequence[str]) -> tuple[List[str], List[str]]:
+    """Separate YAML paths from ``key=value`` overrides in a command line."""
+    paths = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    return paths, overrides

@@ -1,0 +1,24 @@
+"""Exceptions raised for bad user input; the CLI prints their message without a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class CycleCMDAError(Exception):
+    """Base class for errors caused by user input (config, data, files)."""
+
+
+class ConfigError(CycleCMDAError, ValueError):
+    """A config key, type or value is invalid."""
+
+
+class DataError(CycleCMDAError, ValueError):
+    """An image file or dataset location cannot be used."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean 'x'?' for the closest choice, or '' when nothing is close."""
+    match = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" Did you mean '{match[0]}'?" if match else ""

@@ -1,0 +1,5 @@
+import sys
+
+from cyclecmda.cli import main
+
+sys.exit(main())

@@ -1,0 +1,362 @@
+"""Unpaired two-domain data: file listing, checks, value scaling, per-domain pipelines.
+
+A sample is a pure function of (seed, epoch, index): the B partner and every random transform
+parameter are drawn from a generator seeded by those three numbers, so results do not depend on
+the number of DataLoader workers and a resumed run sees exactly the samples it would have seen.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
+from cyclecmda.errors import DataError
+from cyclecmda.images import convertible, probe_image, read_image, to_channels
+
+
+def list_images(root: str, extensions: Sequence[str], key: str = "root") -> List[Path]:
+    """Image paths of a folder (searched recursively), a glob pattern, or a text file of paths.
+
+    Paths in a list file are relative to the list file's folder unless absolute; blank lines and
+    lines starting with '#' are ignored. The result is sorted for determinism.
+    """
+    if not root:
+        raise DataError(f"{key} is not set: give a folder, a glob pattern or a text file listing image paths.")
+    exts = {e.lower() for e in extensions}
+    path = Path(root).expanduser()
+    if any(ch in root for ch in "*?["):
+        files = [Path(p) for p in globlib.glob(str(path), recursive=True)]
+        files = [p for p in files if p.is_file() and p.suffix.lower() in exts]
+        what = f"glob pattern '{root}'"
+    elif path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts]
+        what = f"folder '{root}'"
+    elif path.is_file():
+        base = path.parent
+        files = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            p = Path(line).expanduser()
+            files.append(p if p.is_absolute() else base / p)
+        what = f"list file '{root}'"
+        missing = [p for p in files if not p.is_file()]
+        if missing:
+            raise DataError(
+                f"{key}: {len(missing)} path(s) in {what} do not exist, e.g. '{missing[0]}'."
+            )
+    else:
+        raise DataError(f"{key}: '{root}' does not exist (expected a folder, a glob pattern or a text file of paths).")
+    if not files:
+        raise DataError(f"{key}: {what} holds no images with extensions {', '.join(sorted(exts))}.")
+    return sorted(files)
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """Raw pixel values [lo, hi] that map to [0, 1] (then [-1, 1]); outside values are clipped."""
+
+    lo: float
+    hi: float
+
+    def to_unit(self, img: np.ndarray) -> np.ndarray:
+        out = (img.astype(np.float32) - np.float32(self.lo)) * np.float32(1.0 / (self.hi - self.lo))
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def from_unit(self, unit: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        raw = np.asarray(unit, np.float64) * (self.hi - self.lo) + self.lo
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(raw), info.min, info.max).astype(dtype)
+
+
+class DomainFiles:
+    """The checked image files of one domain and how to decode them to float [0, 1] HWC."""
+
+    def __init__(self, key: str, cfg: DomainConfig, files: Sequence[Path], on_bad_file: str = "error") -> None:
+        self.key = key  # e.g. "data.a"
+        self.channels = cfg.channels
+        self.bit_depth = cfg.bit_depth
+        self.on_bad_file = on_bad_file
+        self.files = list(files)
+        self.skipped: Dict[str, str] = {}
+        self.value_range = ValueRange(0.0, 1.0)  # replaced by resolve_range
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def check_info(self, path: Path, channels: int, bit_depth: int) -> None:
+        """Raise DataError if an image with this header cannot serve this domain."""
+        if not convertible(channels, self.channels):
+            raise DataError(
+                f"{path}: has {channels} channels, which cannot be converted to the "
+                f"{self.channels} channel(s) of {self.key}.channels (1, 2, 3 or 4 channels can)."
+            )
+        if bit_depth != self.bit_depth:
+            raise DataError(
+                f"{path}: is a {bit_depth}-bit image but {self.key}.bit_depth is {self.bit_depth}; "
+                f"set {self.key}.bit_depth={bit_depth} if the whole domain is {bit_depth}-bit, "
+                f"or remove the file."
+            )
+
+    def scan(self, mode: str) -> None:
+        """Check every file (header only, or a full decode) before training; apply on_bad_file."""
+        if mode == "none":
+            return
+        bad: Dict[Path, str] = {}
+        for path in self.files:
+            try:
+                if mode == "full":
+                    self.decode(path)
+                else:
+                    info = probe_image(path)
+                    self.check_info(path, info.channels, info.bit_depth)
+            except DataError as exc:
+                bad[path] = str(exc)
+        self._drop(bad)
+
+    def _drop(self, bad: Dict[Path, str]) -> None:
+        if not bad:
+            return
+        if self.on_bad_file == "error":
+            lines = "\n  ".join(list(bad.values())[:10])
+            more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise DataError(
+                f"{self.key}: {len(bad)} of {len(self.files)} image(s) cannot be used:\n  {lines}{more}\n"
+                "Fix or remove them, or set data.on_bad_file=skip to skip such files."
+            )
+        self.files = [p for p in self.files if p not in bad]
+        self.skipped.update({str(p): r for p, r in bad.items()})
+        warnings.warn(f"{self.key}: skipping {len(bad)} unusable image(s), e.g. {next(iter(bad.values()))}", stacklevel=2)
+        if not self.files:
+            raise DataError(f"{self.key}: every image was unusable ({len(bad)} skipped).")
+
+    def decode(self, path: Path) -> np.ndarray:
+        """Raw HWC array with this domain's channels and dtype."""
+        img = read_image(path)
+        bits = 16 if img.dtype == np.uint16 else 8
+        self.check_info(path, img.shape[2], bits)
+        return to_channels(img, self.channels)
+
+    def resolve_range(self, scale: ScaleConfig) -> ValueRange:
+        """Fix the raw value range from the config (measuring percentiles if asked)."""
+        if scale.mode == "full":
+            self.value_range = ValueRange(0.0, float(2**self.bit_depth - 1))
+        elif scale.mode == "fixed":
+            assert scale.min is not None and scale.max is not None
+            self.value_range = ValueRange(float(scale.min), float(scale.max))
+        else:
+            self.value_range = self._measure_percentiles(scale)
+        return self.value_range
+
+    def _measure_percentiles(self, scale: ScaleConfig) -> ValueRange:
+        n = min(scale.sample_images, len(self.files))
+        picks = np.linspace(0, len(self.files) - 1, n).round().astype(int)
+        rng = np.random.default_rng(0)
+        samples = []
+        for i in picks:
+            try:
+                flat = self.decode(self.files[i]).reshape(-1)
+            except DataError:
+                continue  # reported when the file is used
+            samples.append(flat if flat.size <= 65536 else rng.choice(flat, 65536, replace=False))
+        if not samples:
+            raise DataError(f"{self.key}.scale: no readable image to measure percentiles on.")
+        values = np.concatenate(samples)
+        lo, hi = np.percentile(values, [scale.low_percentile, scale.high_percentile])
+        if hi <= lo:
+            raise DataError(
+                f"{self.key}.scale: the {scale.low_percentile} and {scale.high_percentile} percentiles "
+                f"are both {lo:g} (the images are flat); use scale.mode=fixed with explicit min/max."
+            )
+        return ValueRange(float(lo), float(hi))
+
+    def load(self, index: int) -> Tuple[np.ndarray, Path]:
+        """Float32 HWC image in [0, 1] of file `index`; in skip mode a bad file is replaced by the next."""
+        for attempt in range(len(self.files)):
+            path = self.files[(index + attempt) % len(self.files)]
+            if str(path) in self.skipped:
+                continue
+            try:
+                return self.value_range.to_unit(self.decode(path)), path
+            except DataError as exc:
+                if self.on_bad_file == "error":
+                    raise
+                self.skipped[str(path)] = str(exc)
+                warnings.warn(f"skipping unusable image: {exc}", stacklevel=2)
+        raise DataError(f"{self.key}: every image was unusable ({len(self.skipped)} skipped).")
+
+
+def build_pipeline(dom: DomainConfig, cfg: DataConfig, train: bool) -> A.Compose:
+    """Per-domain albumentations pipeline: the configured transforms, or resize -> crop -> flip."""
+    if not train:
+        return A.Compose([A.Resize(cfg.crop_size, cfg.crop_size)])
+    if dom.transforms is not None:
+        return A.Compose([getattr(A, t.name)(**t.params) for t in dom.transforms])
+    steps: List[Any] = [A.Resize(cfg.load_size, cfg.load_size)]
+    if cfg.crop_size != cfg.load_size:
+        steps.append(A.RandomCrop(cfg.crop_size, cfg.crop_size))
+    if cfg.flip:
+        steps.append(A.HorizontalFlip(p=0.5))
+    return A.Compose(steps)
+
+
+def _reseed(pipeline: A.Compose, seed: int) -> None:
+    """Give the pipeline and each of its transforms a distinct seed derived from `seed`."""
+    pipeline.set_random_seed(seed)
+    for j, t in enumerate(pipeline.transforms):
+        t.set_random_seed(seed + 7919 * (j + 1))
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HWC float [0, 1] -> CHW float32 tensor in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).mul_(2.0).sub_(1.0)
+
+
+class UnpairedDataset(Dataset):
+    """Draws A by index and B independently (at random, or in order with serial_b).
+
+    Epoch length is the size of the larger domain. Each item is
+    ``{"a": (C_a, H, W), "b": (C_b, H, W), "a_path": str, "b_path": str}`` with values in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        a: DomainFiles,
+        b: DomainFiles,
+        pipeline_a: A.Compose,
+        pipeline_b: A.Compose,
+        serial_b: bool = False,
+        seed: int = 0,
+        size: Optional[int] = None,
+    ) -> None:
+        self.a, self.b = a, b
+        self.pipeline_a, self.pipeline_b = pipeline_a, pipeline_b
+        self.serial_b = serial_b
+        self.seed = seed
+        self.epoch = 0
+        self.size = size  # expected output H = W, checked per item
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _apply(self, pipeline: A.Compose, img: np.ndarray, seed: int, path: Path, key: str) -> torch.Tensor:
+        _reseed(pipeline, seed)
+        out = pipeline(image=img)["image"]
+        if out.ndim == 2:
+            out = out[:, :, None]
+        if self.size is not None and out.shape[:2] != (self.size, self.size):
+            raise DataError(
+                f"{key}.transforms produced a {out.shape[0]}x{out.shape[1]} image from '{path}', "
+                f"but data.crop_size is {self.size}; end the pipeline with a crop or resize to that size."
+            )
+        return to_tensor(out.astype(np.float32, copy=False))
+
+    def __getitem__(self, index: Union[int, Tuple[int, int]]) -> Dict[str, Any]:
+        """Item `index` of the current epoch, or of epoch e when given ``(e, index)``."""
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        b_index = index % len(self.b) if self.serial_b else int(rng.integers(len(self.b)))
+        seed_a, seed_b = (int(s) for s in rng.integers(0, 2**31 - 1, size=2))
+        img_a, path_a = self.a.load(index % len(self.a))
+        img_b, path_b = self.b.load(b_index)
+        return {
+            "a": self._apply(self.pipeline_a, img_a, seed_a, path_a, self.a.key),
+            "b": self._apply(self.pipeline_b, img_b, seed_b, path_b, self.b.key),
+            "a_path": str(path_a),
+            "b_path": str(path_b),
+        }
+
+
+def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "train") -> DomainFiles:
+    """List, check and range-resolve the files of one domain ('train' uses root, 'test' test_root)."""
+    root_key = f"{key}.root" if split == "train" else f"{key}.test_root"
+    root = dom.root if split == "train" else dom.test_root
+    files = DomainFiles(key, dom, list_images(root, cfg.extensions, root_key), cfg.on_bad_file)
+    files.scan(cfg.scan)
+    files.resolve_range(dom.scale)
+    return files
+
+
+def build_dataset(cfg: DataConfig, seed: int = 0, split: str = "train") -> UnpairedDataset:
+    """The unpaired dataset of a config's data section, checked before any training starts."""
+    a = build_domain("data.a", cfg.a, cfg, split)
+    b = build_domain("data.b", cfg.b, cfg, split)
+    train = split == "train"
+    return UnpairedDataset(
+        a,
+        b,
+        build_pipeline(cfg.a, cfg, train),
+        build_pipeline(cfg.b, cfg, train),
+        serial_b=cfg.serial_batches or not train,
+        seed=seed,
+        size=cfg.crop_size,
+    )
+
+
+class ResumableSampler(Sampler[Tuple[int, int]]):
+    """Epoch-seeded order over a dataset, sharded across ranks, that can start mid-epoch.
+
+    ``set_epoch(epoch, start)`` makes the next iteration yield this rank's ``(epoch, index)``
+    pairs of that epoch from position ``start`` on, so a resumed run continues exactly where it
+    stopped. Carrying the epoch in each index keeps persistent DataLoader workers in step.
+    """
+
+    def __init__(self, length: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.length = length
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def per_rank(self) -> int:
+        return -(-self.length // self.world_size)
+
+    def indices(self) -> List[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        total = self.per_rank() * self.world_size
+        order += order[: total - len(order)]  # pad so every rank gets the same count
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self.indices()[self.start :]])
+
+    def __len__(self) -> int:
+        return self.per_rank() - self.start
+
+
+def build_loader(
+    dataset: UnpairedDataset, cfg: DataConfig, sampler: Sampler[Any], drop_last: bool = True, pin_memory: bool = False
+) -> DataLoader:
+    """DataLoader with the config's batch size and workers (kept alive across epochs)."""
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=cfg.num_workers > 0,
+    )

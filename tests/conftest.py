@@ -1,0 +1,86 @@
+"""Tiny shared fixtures: random image folders per domain, a small config, a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List
+
+import numpy as np
+import pytest
+
+from cyclecmda.config import Config, load_config
+from cyclecmda.images import write_image
+
+
+def make_images(folder: Path, n: int, channels: int, dtype: type, size: int = 40, ext: str = ".png", seed: int = 0) -> List[Path]:
+    """Write n random images (HWC) of the given channels and dtype into folder."""
+    rng = np.random.default_rng(seed)
+    hi = np.iinfo(dtype).max
+    paths = []
+    for i in range(n):
+        img = rng.integers(0, hi, size=(size, size + 8, channels), endpoint=True).astype(dtype)
+        paths.append(write_image(folder / f"img_{i:03d}{ext}", img))
+    return paths
+
+
+@pytest.fixture
+def image_factory(tmp_path: Path) -> Callable[..., Path]:
+    """Make a folder of random images: image_factory("name", n, channels, dtype, ...) -> folder."""
+
+    def factory(name: str, n: int = 4, channels: int = 3, dtype: type = np.uint8, **kwargs) -> Path:
+        folder = tmp_path / name
+        make_images(folder, n, channels, dtype, **kwargs)
+        return folder
+
+    return factory
+
+
+@pytest.fixture
+def rgb8_dir(image_factory) -> Path:
+    return image_factory("rgb8", n=5, channels=3, dtype=np.uint8)
+
+
+@pytest.fixture
+def gray8_dir(image_factory) -> Path:
+    return image_factory("gray8", n=3, channels=1, dtype=np.uint8)
+
+
+@pytest.fixture
+def gray16_dir(image_factory) -> Path:
+    return image_factory("gray16", n=4, channels=1, dtype=np.uint16)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def tiny_config(rgb8_dir: Path, gray16_dir: Path, run_dir: Path) -> Config:
+    """RGB 8-bit A, 1-channel 16-bit B, 32 px crops, a tiny generator: trains in milliseconds a step."""
+    return load_config(
+        [],
+        [
+            f"data.a.root={rgb8_dir}",
+            f"data.b.root={gray16_dir}",
+            "data.b.channels=1",
+            "data.b.bit_depth=16",
+            "data.load_size=36",
+            "data.crop_size=32",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "model.gen.arch=resnet_2blocks",
+            "model.gen.ngf=8",
+            "model.disc.ndf=8",
+            "model.disc.n_layers=2",
+            "loss.lambda_identity=0",
+            f"run.out_dir={run_dir}",
+            "run.name=tiny",
+            "train.max_steps=2",
+            "train.log_every=1",
+            "train.image_every=1",
+            "train.checkpoint_every=1",
+        ],
+    )

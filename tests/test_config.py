@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cyclecmda.cli import main
+from cyclecmda.config import Config, config_from_dict, load_config, save_config, to_dict
+from cyclecmda.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_are_the_published_settings():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.model.gen.arch == "resnet_9blocks" and cfg.model.gen.ngf == 64
+    assert cfg.model.disc.arch == "patchgan" and cfg.model.disc.n_layers == 3
+    assert cfg.loss.gan_mode == "lsgan"
+    assert (cfg.loss.lambda_a, cfg.loss.lambda_b, cfg.loss.lambda_identity) == (10.0, 10.0, 0.5)
+    assert (cfg.optim.lr, cfg.optim.beta1) == (2e-4, 0.5)
+    assert (cfg.train.n_epochs, cfg.train.n_epochs_decay) == (100, 100)
+    assert (cfg.data.load_size, cfg.data.crop_size, cfg.loss.pool_size) == (286, 256, 50)
+    assert cfg.run.out_dir == "checkpoints"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_validates(path):
+    cfg = load_config([path])
+    assert cfg.data.a.channels in (1, 3)
+
+
+def test_shipped_presets_say_what_they_promise():
+    by_name = {p.stem: load_config([p]) for p in CONFIGS}
+    assert {"default", "quickstart", "visible2infrared", "sketch2photo"} <= set(by_name)
+    v2ir = by_name["visible2infrared"].data
+    assert (v2ir.a.channels, v2ir.a.bit_depth, v2ir.b.channels, v2ir.b.bit_depth) == (3, 8, 1, 16)
+    s2p = by_name["sketch2photo"].data
+    assert (s2p.a.channels, s2p.b.channels) == (1, 3)
+    assert load_config([CONFIGS[0].parent / "default.yaml"]) == load_config()
+
+
+def test_yaml_then_overrides_merge_in_order(tmp_path):
+    first = tmp_path / "one.yaml"
+    first.write_text("train:\n  max_steps: 10\n  log_every: 7\n")
+    second = tmp_path / "two.yaml"
+    second.write_text("train:\n  max_steps: 20\n")
+    cfg = load_config([first, second], ["train.log_every=3", "data.a.channels=1"])
+    assert cfg.train.max_steps == 20 and cfg.train.log_every == 3 and cfg.data.a.channels == 1
+
+
+def test_saved_config_reloads_unchanged(tmp_path):
+    cfg = load_config([], ["data.b.channels=1", "data.b.bit_depth=16", "data.b.scale.mode=fixed",
+                           "data.b.scale.min=100", "data.b.scale.max=900",
+                           "data.a.transforms=[{name: RandomCrop, params: {height: 8, width: 8}}]"])
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert load_config([path]) == cfg
+    assert config_from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    "override, must_say",
+    [
+        ("train.max_stpes=5", ["train.max_stpes", "max_steps", "Did you mean 'max_steps'"]),
+        ("trian.max_steps=5", ["'trian'", "run, data, model", "Did you mean 'train'"]),
+        ("data.a.chanels=1", ["data.a.chanels", "Did you mean 'channels'"]),
+        ("train.max_steps=abc", ["train.max_steps", "'abc'"]),
+        ("train.precision=fp8", ["train.precision", "fp32, bf16, fp16"]),
+        ("loss.gan_mode=lsgna", ["loss.gan_mode", "Did you mean 'lsgan'"]),
+        ("data.b.bit_depth=12", ["data.b.bit_depth", "8, 16"]),
+        ("data.a.channels=2", ["data.a.channels", "1, 3"]),
+        ("data.crop_size=300", ["crop_size", "load_size"]),
+        ("data.b.scale.mode=fixed", ["data.b.scale.min"]),
+        ("run.device=gpu", ["run.device", "cuda"]),
+        ("data.a.transforms=[{name: HorizontalFlp}]", ["data.a.transforms[0]", "Did you mean 'HorizontalFlip'"]),
+        ("data.a.transforms=[{name: Resize, params: {height: 3}}]", ["data.a.transforms[0]", "width"]),
+    ],
+)
+def test_bad_keys_and_values_name_the_key_and_valid_choices(override, must_say):
+    with pytest.raises(ConfigError) as info:
+        load_config([], [override])
+    for text in must_say:
+        assert text in str(info.value)
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  gen:\n    ngg: 32\n")
+    with pytest.raises(ConfigError, match=r"model\.gen\.ngg.*bad\.yaml.*Did you mean 'ngf'"):
+        load_config([bad])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config([tmp_path / "nope.yaml"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config([broken])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config([], ["=3"])
+
+
+def test_cli_reports_config_errors_without_traceback(capsys):
+    assert main(["config", "train.precision=fp64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and "fp32, bf16, fp16" in err
+    assert main(["config", "train.max_steps=7"]) == 0
+    assert "max_steps: 7" in capsys.readouterr().out

@@ -136,7 +136,6 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     resume: str = ""  # "" | auto | path to a checkpoint
-    export_on_finish: bool = False
 
 
 @dataclass

@@ -359,4 +359,5 @@ def build_loader(
         pin_memory=pin_memory,
         drop_last=drop_last,
         persistent_workers=cfg.num_workers > 0,
+        generator=torch.Generator(),  # leaves the global torch RNG (image pools, dropout) alone
     )

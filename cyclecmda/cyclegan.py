@@ -1,0 +1,128 @@
+"""The four CycleGAN networks and their losses (no optimizers: the trainer owns those)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cyclecmda.config import LossConfig, ModelConfig
+from cyclecmda.errors import ConfigError
+from cyclecmda.layers import init_weights
+from cyclecmda.losses import GANLoss, gradient_penalty
+from cyclecmda.models import create_discriminator, create_generator
+
+Tensors = Dict[str, torch.Tensor]
+
+
+def network_specs(model: ModelConfig, channels_a: int, channels_b: int) -> Dict[str, Dict[str, Any]]:
+    """Registry name and constructor arguments of each network, as stored in checkpoints."""
+    gen = {"ngf": model.gen.ngf, "norm": model.norm, "dropout": model.gen.dropout, "upsample": model.gen.upsample}
+    disc = {"ndf": model.disc.ndf, "n_layers": model.disc.n_layers, "norm": model.norm}
+    return {
+        "gen_ab": {"name": model.gen.arch, "args": {"in_channels": channels_a, "out_channels": channels_b, **gen}},
+        "gen_ba": {"name": model.gen.arch, "args": {"in_channels": channels_b, "out_channels": channels_a, **gen}},
+        "disc_a": {"name": model.disc.arch, "args": {"in_channels": channels_a, **disc}},
+        "disc_b": {"name": model.disc.arch, "args": {"in_channels": channels_b, **disc}},
+    }
+
+
+def build_network(spec: Dict[str, Any]) -> nn.Module:
+    """A generator or discriminator from its stored {"name", "args"} spec."""
+    kind = create_generator if "out_channels" in spec["args"] else create_discriminator
+    return kind(spec["name"], **spec["args"])
+
+
+def check_identity(loss: LossConfig, channels_a: int, channels_b: int) -> None:
+    """Identity loss feeds B to gen_ab, so it needs equal channel counts."""
+    if loss.lambda_identity > 0 and channels_a != channels_b:
+        raise ConfigError(
+            f"loss.lambda_identity is {loss.lambda_identity} but the domains have different channel "
+            f"counts (data.a.channels={channels_a}, data.b.channels={channels_b}): the identity loss "
+            "compares an image with its own translation, which needs equal counts. "
+            "Set loss.lambda_identity=0 for this pair."
+        )
+
+
+class CycleGAN(nn.Module):
+    """gen_ab: A -> B, gen_ba: B -> A, disc_a judges A images, disc_b judges B images."""
+
+    def __init__(self, model: ModelConfig, loss: LossConfig, channels_a: int, channels_b: int) -> None:
+        super().__init__()
+        check_identity(loss, channels_a, channels_b)
+        self.specs = network_specs(model, channels_a, channels_b)
+        self.gen_ab = build_network(self.specs["gen_ab"])
+        self.gen_ba = build_network(self.specs["gen_ba"])
+        self.disc_a = build_network(self.specs["disc_a"])
+        self.disc_b = build_network(self.specs["disc_b"])
+        for net in self.networks().values():
+            init_weights(net, model.init, model.init_gain)
+        self.loss_cfg = loss
+        self.gan = GANLoss(loss.gan_mode)
+
+    def networks(self) -> Dict[str, nn.Module]:
+        return {"gen_ab": self.gen_ab, "gen_ba": self.gen_ba, "disc_a": self.disc_a, "disc_b": self.disc_b}
+
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.gen_ab.parameters()
+        yield from self.gen_ba.parameters()
+
+    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.disc_a.parameters()
+        yield from self.disc_b.parameters()
+
+    def set_discriminators_trainable(self, trainable: bool) -> None:
+        for p in self.discriminator_parameters():
+            p.requires_grad_(trainable)
+
+    def translate(self, real_a: torch.Tensor, real_b: torch.Tensor, identity: bool = False) -> Tensors:
+        """Translations and reconstructions of both domains (and identity maps if asked)."""
+        out = {"fake_b": self.gen_ab(real_a), "fake_a": self.gen_ba(real_b)}
+        out["rec_a"] = self.gen_ba(out["fake_b"])
+        out["rec_b"] = self.gen_ab(out["fake_a"])
+        if identity:
+            out["idt_b"] = self.gen_ab(real_b)
+            out["idt_a"] = self.gen_ba(real_a)
+        return out
+
+    def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors, Tensors]:
+        """Generator loss with the discriminators' judgement; returns (total, losses, images).
+
+        Call with the discriminators frozen (``set_discriminators_trainable(False)``).
+        """
+        c = self.loss_cfg
+        use_identity = c.lambda_identity > 0
+        images = self.translate(real_a, real_b, identity=use_identity)
+        losses = {
+            "gan_ab": self.gan.generator_loss(self.disc_b(images["fake_b"])),
+            "gan_ba": self.gan.generator_loss(self.disc_a(images["fake_a"])),
+            "cycle_a": F.l1_loss(images["rec_a"], real_a) * c.lambda_a,
+            "cycle_b": F.l1_loss(images["rec_b"], real_b) * c.lambda_b,
+        }
+        if use_identity:
+            losses["idt_a"] = F.l1_loss(images["idt_a"], real_a) * c.lambda_a * c.lambda_identity
+            losses["idt_b"] = F.l1_loss(images["idt_b"], real_b) * c.lambda_b * c.lambda_identity
+        total = torch.stack([v.float() for v in losses.values()]).sum()
+        losses["gen"] = total
+        return total, losses, images
+
+    def discriminator_step(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor
+    ) -> Tuple[torch.Tensor, Tensors]:
+        """Both discriminators' losses on real images and (pooled, detached) fakes."""
+        losses: Tensors = {}
+        for name, disc, real, fake in (("a", self.disc_a, real_a, fake_a), ("b", self.disc_b, real_b, fake_b)):
+            pred_real = disc(real)
+            pred_fake = disc(fake.detach())
+            loss = self.gan.discriminator_loss(pred_real, pred_fake)
+            if self.gan.mode == "wgangp":
+                gp = gradient_penalty(disc, real, fake)
+                losses[f"gp_{name}"] = gp
+                loss = loss + self.loss_cfg.lambda_gp * gp
+            losses[f"disc_{name}"] = loss
+            losses[f"d_{name}_real"] = pred_real.detach().float().mean()
+            losses[f"d_{name}_fake"] = pred_fake.detach().float().mean()
+        total = losses["disc_a"] + losses["disc_b"]
+        return total, losses

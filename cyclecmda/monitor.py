@@ -1,0 +1,90 @@
+"""TensorBoard logging and the progress display of a training run."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, TextIO
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+
+def to_display(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in [-1, 1] -> (B, 3, H, W) in [0, 1]; 1-channel images become gray RGB."""
+    images = images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def image_grid(rows: List[torch.Tensor]) -> torch.Tensor:
+    """One grid with a row per tensor (e.g. real, translated, reconstructed), samples as columns."""
+    batch = rows[0].shape[0]
+    return make_grid(torch.cat([to_display(r) for r in rows]), nrow=batch, padding=2, pad_value=1.0)
+
+
+class Monitor:
+    """Writes scalars, images and text under ``log_dir`` and shows progress on the terminal.
+
+    With a terminal, a tqdm bar shows step, losses and speed; otherwise a plain line is printed
+    at every logging step, so logs of batch jobs stay readable.
+    """
+
+    def __init__(self, log_dir: Path, total_steps: int, start_step: int = 0, stream: Optional[TextIO] = None) -> None:
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.stream = stream or sys.stderr
+        self.total_steps = total_steps
+        self.bar: Optional[tqdm] = None
+        if self.stream.isatty():
+            self.bar = tqdm(total=total_steps, initial=start_step, file=self.stream, unit="step", dynamic_ncols=True)
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, grid, step)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def hparams(self, hparams: Dict[str, Any], metrics: Dict[str, float]) -> None:
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        self.writer.add_hparams(clean, metrics, run_name="hparams")
+
+    def progress(self, step: int, values: Mapping[str, float], advance: int) -> None:
+        """Update the bar by `advance` steps, or print a plain line when not on a terminal."""
+        shown = {k.split("/", 1)[-1]: v for k, v in values.items() if k.startswith(("loss/gen", "loss/disc", "perf/images"))}
+        if self.bar is not None:
+            self.bar.update(advance)
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+        else:
+            parts = " ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            print(f"step {step}/{self.total_steps} {parts}", file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.writer.flush()
+        self.writer.close()
+
+
+class StepTimer:
+    """Wall time and images per second between logging steps."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def lap(self, steps: int, images: int) -> Dict[str, float]:
+        now = time.perf_counter()
+        elapsed = max(now - self.t0, 1e-9)
+        self.t0 = now
+        return {"perf/step_time_s": elapsed / max(steps, 1), "perf/images_per_s": images / elapsed}

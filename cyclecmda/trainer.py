@@ -1,0 +1,461 @@
+"""The training loop: devices, precision, optimizers, logging, checkpoints and resume.
+
+Reads top to bottom: ``Trainer.__init__`` sets everything up, ``fit`` runs
+``for step ...: train_step, log, images, checkpoint``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import resource
+import shutil
+import signal
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from cyclecmda import __version__
+from cyclecmda.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_torch_save,
+    load_checkpoint,
+    prune_step_checkpoints,
+    rng_state,
+    set_rng_state,
+)
+from cyclecmda.config import Config, DataConfig, OptimConfig, TrainConfig, save_config, to_dict, to_yaml
+from cyclecmda.cyclegan import CycleGAN
+from cyclecmda.data import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
+from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.image_pool import ImagePool
+from cyclecmda.monitor import Monitor, StepTimer, image_grid
+
+Callback = Callable[["Trainer"], None]
+
+
+class TrainingDiverged(CycleCMDAError):
+    """A loss became NaN or Inf."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    interrupted: bool = False
+    metrics: Dict[str, float] = field(default_factory=dict)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU; otherwise the named device (checked to exist)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CycleCMDAError(f"run.device is '{name}' but CUDA is not available here; use run.device=auto or cpu.")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+class LRPolicy:
+    """Learning-rate factor of a step: linear (constant, then linear to 0), cosine, step, constant."""
+
+    def __init__(self, optim: OptimConfig, train: TrainConfig, steps_per_epoch: int, total_steps: int) -> None:
+        self.policy = optim.lr_policy
+        self.constant_steps = train.n_epochs * steps_per_epoch
+        self.decay_steps = train.n_epochs_decay * steps_per_epoch
+        self.step_every = optim.lr_step_epochs * steps_per_epoch
+        self.total_steps = total_steps
+
+    def __call__(self, step: int) -> float:
+        if self.policy == "linear":
+            if step < self.constant_steps or self.decay_steps == 0:
+                return 1.0
+            return max(0.0, 1.0 - (step - self.constant_steps) / self.decay_steps)
+        if self.policy == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / max(self.total_steps, 1)))
+        if self.policy == "step":
+            return 0.1 ** (step // max(self.step_every, 1))
+        return 1.0
+
+
+def ensure_demo_data(cfg: DataConfig) -> None:
+    """Generate the built-in demo data into ``data.demo_dir`` when it is set and absent."""
+    if not cfg.demo_dir or (Path(cfg.demo_dir) / "dataset.json").is_file():
+        return
+    from cyclecmda.demo import generate_demo_data
+
+    print(f"generating the demo dataset in {cfg.demo_dir} ...", file=sys.stderr, flush=True)
+    generate_demo_data(cfg.demo_dir)
+
+
+class Trainer:
+    """Trains a :class:`CycleGAN` from a resolved :class:`Config`."""
+
+    def __init__(self, cfg: Config, callbacks: Sequence[Callback] = ()) -> None:
+        self.cfg = cfg
+        self.callbacks = list(callbacks)
+        self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
+        self.device = pick_device(cfg.run.device)
+        seed_everything(cfg.run.seed, cfg.run.deterministic)
+
+        # data
+        ensure_demo_data(cfg.data)
+        self.dataset = build_dataset(cfg.data, seed=cfg.run.seed)
+        self.steps_per_epoch = len(self.dataset) // cfg.data.batch_size
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"data.batch_size ({cfg.data.batch_size}) is larger than the dataset ({len(self.dataset)} images); "
+                "lower data.batch_size."
+            )
+        epochs_steps = (cfg.train.n_epochs + cfg.train.n_epochs_decay) * self.steps_per_epoch
+        self.total_steps = min(cfg.train.max_steps or epochs_steps, epochs_steps) if epochs_steps else cfg.train.max_steps
+        assert self.total_steps is not None
+        self.sampler = ResumableSampler(len(self.dataset), shuffle=True, seed=cfg.run.seed)
+        self.loader = build_loader(self.dataset, cfg.data, self.sampler, pin_memory=cfg.data.pin_memory and self.device.type == "cuda")
+
+        # model, optimizers, precision
+        t = cfg.train
+        self.model = CycleGAN(cfg.model, cfg.loss, cfg.data.a.channels, cfg.data.b.channels).to(self.device)
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        if t.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        adam = {"lr": cfg.optim.lr, "betas": (cfg.optim.beta1, cfg.optim.beta2)}
+        if self.device.type == "cuda":
+            adam["fused"] = True
+        self.opt_gen = torch.optim.Adam(self.model.generator_parameters(), **adam)
+        self.opt_disc = torch.optim.Adam(self.model.discriminator_parameters(), **adam)
+        policy = LRPolicy(cfg.optim, t, self.steps_per_epoch, self.total_steps)
+        self.sched_gen = torch.optim.lr_scheduler.LambdaLR(self.opt_gen, policy)
+        self.sched_disc = torch.optim.lr_scheduler.LambdaLR(self.opt_disc, policy)
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.pools = {"a": ImagePool(cfg.loss.pool_size), "b": ImagePool(cfg.loss.pool_size)}
+        if t.compile:
+            for net in self.model.networks().values():
+                net.compile()
+
+        # progress
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.stop_reason: Optional[str] = None
+        self._sum_count = 0
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._bad_mask: Optional[torch.Tensor] = None
+        self._loss_names: List[str] = []
+        self._sum_vec = torch.zeros(0, device=self.device)
+        self.resumed_from: Optional[Path] = None
+        self.last_values: Dict[str, float] = {}
+
+        resume_from = self._resume_path()
+        if resume_from is not None:
+            self.load(resume_from)
+        self.samples = self._fixed_samples()
+
+    # --- set-up helpers -------------------------------------------------------------------
+
+    def _resume_path(self) -> Optional[Path]:
+        resume = self.cfg.train.resume
+        if not resume:
+            return None
+        if resume == "auto":
+            latest = self.run_dir / "latest.pt"
+            return latest if latest.is_file() else None
+        path = Path(resume)
+        if not path.is_file():
+            raise CheckpointError(f"train.resume: checkpoint '{resume}' does not exist (use train.resume=auto to continue a run if it has one).")
+        return path
+
+    def _fixed_samples(self) -> Dict[str, torch.Tensor]:
+        """The same few images of each domain for every image grid (held-out ones when given)."""
+        d = self.cfg.data
+        if d.a.test_root and d.b.test_root:
+            ds = build_dataset(d, seed=self.cfg.run.seed, split="test")
+            ds.a.value_range, ds.b.value_range = self.dataset.a.value_range, self.dataset.b.value_range
+        else:
+            ds = UnpairedDataset(self.dataset.a, self.dataset.b, build_pipeline(d.a, d, False),
+                                 build_pipeline(d.b, d, False), serial_b=True, seed=0, size=d.crop_size)
+        n = max(1, self.cfg.train.num_image_samples)
+        items = [ds[(0, i)] for i in range(n)]
+        return {k: torch.stack([it[k] for it in items]).to(self.device) for k in ("a", "b")}
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    # --- one step ------------------------------------------------------------------------
+
+    def train_step(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """Generator step with the discriminators frozen, then the discriminator step."""
+        real_a, real_b = self._to_device(batch["a"]), self._to_device(batch["b"])
+        model, scaler = self.model, self.scaler
+
+        model.set_discriminators_trainable(False)
+        with self._autocast():
+            gen_total, gen_losses, images = model.generator_step(real_a, real_b)
+        self.opt_gen.zero_grad(set_to_none=True)
+        scaler.scale(gen_total).backward()
+        scaler.step(self.opt_gen)
+
+        model.set_discriminators_trainable(True)
+        fake_a = self.pools["a"].query(images["fake_a"].detach())
+        fake_b = self.pools["b"].query(images["fake_b"].detach())
+        with self._autocast():
+            disc_total, disc_losses = model.discriminator_step(real_a, real_b, fake_a, fake_b)
+        self.opt_disc.zero_grad(set_to_none=True)
+        scaler.scale(disc_total).backward()
+        scaler.step(self.opt_disc)
+        scaler.update()
+        with warnings.catch_warnings():
+            # fp16: a step the grad scaler skipped (overflow) is expected, not a misuse
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.sched_gen.step()
+            self.sched_disc.step()
+        return {**gen_losses, **disc_losses}
+
+    def _track(self, values: Dict[str, torch.Tensor]) -> None:
+        """Accumulate values for the next log and remember the first non-finite one, on device."""
+        vec = torch.stack([v.detach().float() for v in values.values()])
+        if not self._loss_names:
+            self._loss_names = list(values)
+            self._bad_mask = torch.zeros_like(vec, dtype=torch.bool)
+            self._sum_vec = torch.zeros_like(vec)
+        bad = ~torch.isfinite(vec)
+        newly = bad.any() & (self._bad_step < 0)
+        self._bad_step = torch.where(newly, self.step + 1, self._bad_step)
+        self._bad_mask = torch.where(newly, bad, self._bad_mask)
+        self._sum_vec += vec
+        self._sum_count += 1
+
+    def check_finite(self) -> None:
+        """Raise TrainingDiverged naming the first step and loss that were NaN/Inf (a host sync)."""
+        bad_step = int(self._bad_step.item())
+        if bad_step < 0:
+            return
+        assert self._bad_mask is not None
+        names = [_tag(n) for n, b in zip(self._loss_names, self._bad_mask.tolist()) if b]
+        latest = self.run_dir / "latest.pt"
+        kept = f"the last good checkpoint is {latest}" if latest.is_file() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"{', '.join(names)} became NaN/Inf at step {bad_step}; training stopped and {kept} (left untouched). "
+            "Try a lower optim.lr, train.precision=fp32, or another loss.gan_mode."
+        )
+
+    # --- logging --------------------------------------------------------------------------
+
+    def _log(self, monitor: Monitor, timer: StepTimer, steps: int) -> None:
+        self.check_finite()
+        means = (self._sum_vec / max(self._sum_count, 1)).tolist()
+        values = {_tag(n): v for n, v in zip(self._loss_names, means)}
+        self._sum_vec.zero_()
+        self._sum_count = 0
+        values["lr/gen"] = self.opt_gen.param_groups[0]["lr"]
+        values["lr/disc"] = self.opt_disc.param_groups[0]["lr"]
+        values.update(timer.lap(steps, steps * self.cfg.data.batch_size))
+        values["perf/epoch"] = self.epoch + self.batch_in_epoch / self.steps_per_epoch
+        if self.device.type == "cuda":
+            values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        values["perf/peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        if self.scaler.is_enabled():
+            values["perf/grad_scale"] = self.scaler.get_scale()
+        monitor.scalars(self.step, values)
+        monitor.progress(self.step, values, steps)
+        self.last_values = values
+
+    @torch.no_grad()
+    def log_images(self, monitor: Monitor) -> None:
+        """Grids of real, translated, reconstructed (and identity) images of the fixed samples."""
+        self.model.eval()
+        with self._autocast():
+            out = self.model.translate(self._to_device(self.samples["a"]), self._to_device(self.samples["b"]),
+                                       identity=self.cfg.loss.lambda_identity > 0)
+        self.model.train()
+        rows_a = [self.samples["a"], out["fake_b"], out["rec_a"]] + ([out["idt_a"]] if "idt_a" in out else [])
+        rows_b = [self.samples["b"], out["fake_a"], out["rec_b"]] + ([out["idt_b"]] if "idt_b" in out else [])
+        monitor.image("images/a2b", image_grid(rows_a), self.step)
+        monitor.image("images/b2a", image_grid(rows_b), self.step)
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "config": to_dict(cfg),
+            "networks": self.model.specs,
+            "state": {name: net.state_dict() for name, net in self.model.networks().items()},
+            "optimizers": {"gen": self.opt_gen.state_dict(), "disc": self.opt_disc.state_dict()},
+            "schedulers": {"gen": self.sched_gen.state_dict(), "disc": self.sched_disc.state_dict()},
+            "scaler": self.scaler.state_dict(),
+            "pools": {k: p.state_dict() for k, p in self.pools.items()},
+            "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+            "value_ranges": {
+                "a": [self.dataset.a.value_range.lo, self.dataset.a.value_range.hi],
+                "b": [self.dataset.b.value_range.lo, self.dataset.b.value_range.hi],
+            },
+            "rng": rng_state(),
+            "metrics": dict(self.last_values),
+        }
+
+    def save(self) -> Path:
+        """Write step_<N>.pt and latest.pt atomically, then prune old step files."""
+        self.check_finite()
+        step_path = atomic_torch_save(self.state_dict(), self.run_dir / f"step_{self.step}.pt")
+        latest = self.run_dir / "latest.pt"
+        tmp = self.run_dir / f".latest.pt.{os.getpid()}.tmp"
+        try:
+            os.link(step_path, tmp)
+        except OSError:
+            shutil.copyfile(step_path, tmp)
+        os.replace(tmp, latest)
+        prune_step_checkpoints(self.run_dir, self.cfg.train.keep_last)
+        return latest
+
+    def load(self, path: Path) -> None:
+        """Continue from a checkpoint: networks, optimizers, schedulers, scaler, pools, RNGs, position."""
+        ckpt = load_checkpoint(path)
+        if ckpt["networks"] != self.model.specs:
+            diff = [k for k in self.model.specs if ckpt["networks"].get(k) != self.model.specs[k]]
+            raise CheckpointError(
+                f"checkpoint '{path}' holds other networks than this config builds ({', '.join(diff)} differ): "
+                f"stored {ckpt['networks'][diff[0]]}, configured {self.model.specs[diff[0]]}. "
+                "Resume with the config stored in the run folder (config.yaml)."
+            )
+        for name, net in self.model.networks().items():
+            net.load_state_dict(ckpt["state"][name])
+        self.opt_gen.load_state_dict(ckpt["optimizers"]["gen"])
+        self.opt_disc.load_state_dict(ckpt["optimizers"]["disc"])
+        self.sched_gen.load_state_dict(ckpt["schedulers"]["gen"])
+        self.sched_disc.load_state_dict(ckpt["schedulers"]["disc"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        for k, pool in self.pools.items():
+            pool.load_state_dict(ckpt["pools"][k])
+        progress = ckpt["progress"]
+        self.step, self.epoch, self.batch_in_epoch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
+        self.dataset.a.value_range = ValueRange(*ckpt["value_ranges"]["a"])
+        self.dataset.b.value_range = ValueRange(*ckpt["value_ranges"]["b"])
+        set_rng_state(ckpt["rng"])
+        self.resumed_from = path
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        cfg, t = self.cfg, self.cfg.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        monitor = Monitor(self.run_dir / "tb", self.total_steps, start_step=self.step)
+        if self.step:
+            monitor.message(f"resuming from {self.resumed_from} at step {self.step} (epoch {self.epoch})")
+        monitor.text("config", "    " + to_yaml(cfg).replace("\n", "\n    "), self.step)
+        self.model.train()
+        timer, logged_at = StepTimer(), self.step
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            self.stop_reason = signal.Signals(signum).name
+
+        for s in previous:
+            signal.signal(s, request_stop)
+        try:
+            while self.step < self.total_steps and self.stop_reason is None:
+                self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * cfg.data.batch_size)
+                for batch in self.loader:
+                    self._track(self.train_step(batch))
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    if self.batch_in_epoch == self.steps_per_epoch:
+                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    if self.step % t.log_every == 0 or self.step == self.total_steps:
+                        self._log(monitor, timer, self.step - logged_at)
+                        logged_at = self.step
+                    if self.step % t.image_every == 0:
+                        self.log_images(monitor)
+                    if self.step % t.checkpoint_every == 0:
+                        self.save()
+                    for callback in self.callbacks:
+                        callback(self)
+                    if self.step >= self.total_steps or self.stop_reason is not None:
+                        break
+            if self.step > logged_at:
+                self._log(monitor, timer, self.step - logged_at)
+            if self.step % t.image_every != 0:
+                self.log_images(monitor)
+            checkpoint = self.save()
+            interrupted = self.stop_reason is not None
+            if interrupted:
+                monitor.message(
+                    f"stopped by {self.stop_reason} at step {self.step}; checkpoint saved to {checkpoint}. "
+                    f"Resume with: cyclecmda train {self.run_dir / 'config.yaml'} train.resume=auto"
+                )
+            else:
+                monitor.hparams(_hparams(cfg), {f"final/{k.replace('/', '_')}": v for k, v in self.last_values.items()
+                                                if k.startswith(("loss/", "disc/"))})
+            return TrainResult(self.run_dir, self.step, checkpoint, interrupted, dict(self.last_values))
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            monitor.close()
+
+
+def _tag(name: str) -> str:
+    """TensorBoard tag of a value returned by the model's steps."""
+    if name.startswith("d_"):  # discriminator outputs, e.g. d_a_real -> disc/a_real
+        return "disc/" + name[2:]
+    return "loss/" + name
+
+
+def _hparams(cfg: Config) -> Dict[str, Any]:
+    return {
+        "gen": cfg.model.gen.arch,
+        "ngf": cfg.model.gen.ngf,
+        "disc": cfg.model.disc.arch,
+        "norm": cfg.model.norm,
+        "gan_mode": cfg.loss.gan_mode,
+        "lambda_a": cfg.loss.lambda_a,
+        "lambda_b": cfg.loss.lambda_b,
+        "lambda_identity": cfg.loss.lambda_identity,
+        "lr": cfg.optim.lr,
+        "batch_size": cfg.data.batch_size,
+        "crop_size": cfg.data.crop_size,
+        "precision": cfg.train.precision,
+    }
+
+
+def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train from a resolved config (resuming when ``train.resume`` says so)."""
+    trainer = Trainer(cfg, callbacks)
+    result = trainer.fit()
+    print(
+        f"{'stopped' if result.interrupted else 'finished'} at step {result.step}: {result.checkpoint}\n"
+        f"TensorBoard: tensorboard --logdir {result.run_dir / 'tb'}",
+        file=sys.stderr,
+    )
+    return result

@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from cyclecmda.checkpoint import atomic_torch_save, load_checkpoint
+from cyclecmda.config import load_config
+from cyclecmda.cyclegan import build_network
+from cyclecmda.errors import ConfigError
+from cyclecmda.trainer import LRPolicy, Trainer, TrainingDiverged, train
+from tb import image_tags, load_events, scalars
+
+CHILD = Path(__file__).with_name("_train_child.py")
+
+
+def overrides_of(cfg, **changes) -> list:
+    """key=value overrides that rebuild the tiny config in a child process."""
+    base = [
+        f"data.a.root={cfg.data.a.root}", f"data.b.root={cfg.data.b.root}", "data.b.channels=1",
+        "data.b.bit_depth=16", "data.load_size=36", "data.crop_size=32", "data.batch_size=2",
+        "data.num_workers=0", "model.gen.arch=resnet_2blocks", "model.gen.ngf=8", "model.disc.ndf=8",
+        "model.disc.n_layers=2", "loss.lambda_identity=0", f"run.out_dir={cfg.run.out_dir}",
+        "train.log_every=1", "train.image_every=100", "run.deterministic=true",
+    ]
+    return base + [f"{k.replace('__', '.')}={v}" for k, v in changes.items()]
+
+
+def run_child(args: list, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(CHILD.parent)}
+    return subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True, env=env, timeout=300, **kwargs)
+
+
+def test_two_steps_write_tensorboard_scalars_images_config_and_hparams(tiny_config):
+    result = train(tiny_config)
+    assert result.step == 2 and result.checkpoint.name == "latest.pt"
+    tb = result.run_dir / "tb"
+    values = scalars(tb)
+    for tag in ("loss/gen", "loss/gan_ab", "loss/gan_ba", "loss/cycle_a", "loss/cycle_b", "loss/disc_a",
+                "loss/disc_b", "disc/a_real", "disc/a_fake", "disc/b_real", "disc/b_fake", "lr/gen", "lr/disc",
+                "perf/images_per_s", "perf/step_time_s"):
+        assert set(values[tag]) == {1, 2}, tag
+        assert all(torch.isfinite(torch.tensor(v)) for v in values[tag].values())
+    assert values["lr/gen"][1] == pytest.approx(2e-4)
+    assert {"images/a2b", "images/b2a"} <= set(image_tags(tb))
+    grid = load_events(tb).Images("images/a2b")[-1]
+    assert grid.height > 2 * 32  # rows: real, translated, reconstructed
+    assert "config" in str(load_events(tb).Tags()["tensors"])
+    hparams = list((tb / "hparams").glob("events.*"))
+    assert hparams, "hparams with final metrics are written at the end"
+    assert load_config([result.run_dir / "config.yaml"]) == tiny_config
+
+
+def test_checkpoint_describes_itself_and_rebuilds_generators(tiny_config):
+    trainer = Trainer(tiny_config)
+    trainer.fit()
+    ckpt = load_checkpoint(trainer.run_dir / "latest.pt")  # weights_only=True inside
+    assert ckpt["format"] == "cyclecmda.checkpoint" and ckpt["format_version"] == 1
+    assert ckpt["package_version"] and ckpt["config"]["model"]["gen"]["arch"] == "resnet_2blocks"
+    assert set(ckpt["state"]) == {"gen_ab", "gen_ba", "disc_a", "disc_b"}
+    assert set(ckpt["optimizers"]) == {"gen", "disc"} and set(ckpt["schedulers"]) == {"gen", "disc"}
+    assert {"scaler", "pools", "rng", "progress", "value_ranges"} <= set(ckpt)
+    assert ckpt["progress"] == {"step": 2, "epoch": 1, "batch_in_epoch": 0}
+    assert ckpt["value_ranges"]["b"] == [0.0, 65535.0]
+    assert {"python", "numpy", "torch"} <= set(ckpt["rng"])
+    gen = build_network(ckpt["networks"]["gen_ab"])  # from the file alone
+    gen.load_state_dict(ckpt["state"]["gen_ab"])
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    gen.eval()
+    trainer.model.gen_ab.eval()
+    with torch.no_grad():
+        assert torch.equal(gen(x), trainer.model.gen_ab(x))
+        assert gen(x).shape == (1, 1, 32, 32)
+    assert (trainer.run_dir / "step_2.pt").is_file() and (trainer.run_dir / "step_1.pt").is_file()
+
+
+def test_keep_last_prunes_step_files(tiny_config):
+    cfg = replace(tiny_config, train=replace(tiny_config.train, max_steps=4, keep_last=2))
+    result = train(cfg)
+    assert sorted(p.name for p in result.run_dir.glob("step_*.pt")) == ["step_3.pt", "step_4.pt"]
+
+
+def test_kill_and_resume_gives_the_same_losses(tiny_config, tmp_path):
+    n = 3  # 5 images / batch 2 = 2 steps an epoch: the kill lands mid-epoch
+    straight = overrides_of(tiny_config, run__name="straight", train__max_steps=2 * n, train__checkpoint_every=n)
+    assert run_child(straight).returncode == 0
+    crashy = overrides_of(tiny_config, run__name="crashy", train__max_steps=2 * n, train__checkpoint_every=n,
+                          train__resume="auto")
+    killed = run_child(["--kill-at", str(n + 1), *crashy])
+    assert killed.returncode == -9  # SIGKILL after step n + 1, checkpoint of step n on disk
+    assert load_checkpoint(Path(tiny_config.run.out_dir) / "crashy" / "latest.pt")["progress"]["step"] == n
+    resumed = run_child(crashy)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from" in resumed.stderr and f"at step {n}" in resumed.stderr
+    a = scalars(Path(tiny_config.run.out_dir) / "straight" / "tb")
+    b = scalars(Path(tiny_config.run.out_dir) / "crashy" / "tb")
+    for tag in ("loss/gen", "loss/cycle_a", "loss/cycle_b", "loss/disc_a", "loss/disc_b", "lr/gen"):
+        for step in range(n + 1, 2 * n + 1):
+            assert b[tag][step] == pytest.approx(a[tag][step], abs=1e-5, rel=0), (tag, step)
+    assert load_checkpoint(Path(tiny_config.run.out_dir) / "crashy" / "latest.pt")["progress"]["step"] == 2 * n
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_save_and_say_how_to_resume(tiny_config, signame):
+    args = overrides_of(tiny_config, run__name="stopme", train__max_steps=50, train__checkpoint_every=100)
+    proc = run_child(["--signal-at", "3", signame, *args])
+    assert proc.returncode == 0, proc.stderr
+    assert f"stopped by {signame} at step 3" in proc.stderr and "train.resume=auto" in proc.stderr
+    ckpt = load_checkpoint(Path(tiny_config.run.out_dir) / "stopme" / "latest.pt")
+    assert ckpt["progress"]["step"] == 3
+
+
+def test_crash_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    atomic_torch_save({"format": "cyclecmda.checkpoint", "format_version": 1, "w": torch.ones(3)}, path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def crashing_save(obj, f):
+        f.write(b"partial checkpoint bytes")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_torch_save({"w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temporary file left
+
+
+def test_nan_loss_stops_naming_step_and_loss_and_keeps_last_good_checkpoint(tiny_config):
+    cfg = replace(tiny_config, train=replace(tiny_config.train, max_steps=8, log_every=2, checkpoint_every=2))
+
+    def poison(trainer):
+        if trainer.step == 2:
+            with torch.no_grad():
+                next(trainer.model.gen_ab.parameters()).fill_(float("nan"))
+
+    trainer = Trainer(cfg, callbacks=[poison])
+    with pytest.raises(TrainingDiverged, match=r"loss/.*NaN/Inf at step 3.*latest\.pt") as info:
+        trainer.fit()
+    assert "loss/gan_ab" in str(info.value) or "loss/cycle_a" in str(info.value)
+    ckpt = load_checkpoint(trainer.run_dir / "latest.pt")
+    assert ckpt["progress"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state"]["gen_ab"].values() if v.is_floating_point())
+
+
+def test_identity_loss_with_different_channels_is_refused(tiny_config):
+    cfg = replace(tiny_config, loss=replace(tiny_config.loss, lambda_identity=0.5))
+    with pytest.raises(ConfigError, match=r"lambda_identity.*data\.a\.channels=3.*data\.b\.channels=1.*lambda_identity=0"):
+        Trainer(cfg)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_train(tiny_config, precision):
+    cfg = replace(tiny_config, train=replace(tiny_config.train, precision=precision))
+    result = train(cfg)
+    values = scalars(result.run_dir / "tb")
+    assert all(torch.isfinite(torch.tensor(v)) for v in values["loss/gen"].values())
+    if precision == "fp16":
+        assert values["perf/grad_scale"][2] > 0
+
+
+def test_lr_policies():
+    cfg = load_config([], ["train.n_epochs=2", "train.n_epochs_decay=2", "optim.lr_step_epochs=1"])
+    linear = LRPolicy(cfg.optim, cfg.train, steps_per_epoch=10, total_steps=40)
+    assert [linear(s) for s in (0, 19, 20, 30, 40)] == pytest.approx([1, 1, 1, 0.5, 0])
+    cosine = LRPolicy(replace(cfg.optim, lr_policy="cosine"), cfg.train, 10, 40)
+    assert [cosine(s) for s in (0, 20, 40)] == pytest.approx([1, 0.5, 0])
+    step = LRPolicy(replace(cfg.optim, lr_policy="step"), cfg.train, 10, 40)
+    assert [step(s) for s in (0, 9, 10, 25)] == pytest.approx([1, 1, 0.1, 0.01])
+    assert LRPolicy(replace(cfg.optim, lr_policy="constant"), cfg.train, 10, 40)(39) == 1
+
+
+def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):
+    cfg = replace(tiny_config, train=replace(tiny_config.train, resume=str(tmp_path / "nope.pt")))
+    with pytest.raises(Exception, match=r"nope\.pt.*does not exist"):
+        Trainer(cfg)

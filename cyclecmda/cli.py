@@ -45,6 +45,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cyclecmda.evaluate import evaluate, format_table, write_json
+
+    metrics = evaluate(Path(args.checkpoint), args.a, args.b, paired=args.paired, device=args.device)
+    print(format_table(metrics))
+    write_json(metrics, Path(args.json) if args.json else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclecmda",
@@ -60,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config (checks it without training)")
     p.add_argument("config", nargs="*", metavar="CONFIG|key=value", help=CONFIG_HELP)
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("evaluate", help="cycle and paired translation errors of a checkpoint on test folders")
+    p.add_argument("checkpoint", help="a checkpoint written by 'cyclecmda train' (e.g. checkpoints/RUN/latest.pt)")
+    p.add_argument("--a", required=True, help="folder of domain-A test images")
+    p.add_argument("--b", required=True, help="folder of domain-B test images")
+    p.add_argument("--paired", action="store_true", help="the folders hold true counterparts with the same file names")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("demo-data", help="generate the built-in unpaired visible/thermal demo dataset")
     p.add_argument("out_dir", help="output folder (trainA, trainB, testA, testB are created in it)")

@@ -135,7 +135,7 @@ class TrainConfig:
     num_image_samples: int = 4
     checkpoint_every: int = 1000
     keep_last: int = 3
-    resume: str = ""  # "" | auto | path to a checkpoint
+    resume: Optional[str] = None  # None (fresh run) | auto | path to a checkpoint
 
 
 @dataclass

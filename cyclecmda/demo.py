@@ -518,6 +518,13 @@ def _write_labels(folder: Path, labels: Sequence[int]) -> None:
             writer.writerow([f"{i:05d}.png", label, CLASS_NAMES[label]])
 
 
+def _remove_stale(folder: Path, count: int) -> None:
+    """Delete numbered images left by an earlier, larger generation into the same folder."""
+    for path in folder.glob("[0-9][0-9][0-9][0-9][0-9].png"):
+        if int(path.stem) >= count:
+            path.unlink()
+
+
 def generate_demo_data(
     out_dir: str | Path, n_train: int = 300, n_test: int = 60, size: int = 64, seed: int = 0
 ) -> dict:
@@ -552,6 +559,7 @@ def generate_demo_data(
         labels["testB"].append(scene.label)
     for split in SPLITS:
         _write_labels(dirs[split], labels[split])
+        _remove_stale(dirs[split], len(labels[split]))
 
     counts = {split: len(labels[split]) for split in SPLITS}
     classes = [{"index": i, "name": name} for i, name in enumerate(CLASS_NAMES)]

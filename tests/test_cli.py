@@ -59,3 +59,17 @@ def test_readme_commands_and_yaml_snippets_are_valid():
     for snippet in snippets:
         cfg = config_from_dict(yaml.safe_load(snippet))  # validates every transform and key
         assert to_dict(cfg)["data"]
+
+
+def test_bench_data_tool_prints_json(tmp_path):
+    demo = tmp_path / "demo"
+    main(["demo-data", str(demo), "--n-train", "8", "--n-test", "2", "--size", "32"])
+    args = [f"data.demo_dir={demo}", f"data.a.root={demo}/trainA", f"data.b.root={demo}/trainB",
+            f"data.a.test_root={demo}/testA", f"data.b.test_root={demo}/testB", "data.load_size=32",
+            "data.crop_size=32", "data.batch_size=2"]
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_data.py"), *args, "--batches", "3",
+                          "--repeats", "1", "--workers", "0,1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert set(report["results"]) == {"workers_0", "workers_1"}
+    assert all(r["images_per_s_median"] > 0 for r in report["results"].values())

@@ -182,3 +182,32 @@ def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):
     cfg = replace(tiny_config, train=replace(tiny_config.train, resume=str(tmp_path / "nope.pt")))
     with pytest.raises(Exception, match=r"nope\.pt.*does not exist"):
         Trainer(cfg)
+
+
+def test_channels_last_trains_and_matches_the_checkpoint_format(tiny_config):
+    cfg = replace(tiny_config, train=replace(tiny_config.train, channels_last=True))
+    result = train(cfg)
+    ckpt = load_checkpoint(result.checkpoint)
+    gen = build_network(ckpt["networks"]["gen_ba"])
+    gen.load_state_dict(ckpt["state"]["gen_ba"])  # contiguous or channels_last, same keys and shapes
+    assert gen(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.slow
+def test_compiled_networks_train(tiny_config):
+    cfg = replace(tiny_config, train=replace(tiny_config.train, compile=True))
+    result = train(cfg)
+    assert all(torch.isfinite(torch.tensor(v)) for v in scalars(result.run_dir / "tb")["loss/gen"].values())
+    assert set(load_checkpoint(result.checkpoint)["state"]["gen_ab"]) == set(
+        build_network(load_checkpoint(result.checkpoint)["networks"]["gen_ab"]).state_dict())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_training_steps(tiny_config, precision):
+    cfg = replace(tiny_config, run=replace(tiny_config.run, device="cuda"),
+                  train=replace(tiny_config.train, precision=precision, channels_last=True))
+    result = train(cfg)
+    values = scalars(result.run_dir / "tb")
+    assert "perf/peak_mem_gb" in values and all(torch.isfinite(torch.tensor(v)) for v in values["loss/gen"].values())

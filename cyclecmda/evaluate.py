@@ -97,6 +97,9 @@ def evaluate(checkpoint: Path, a_dir: str, b_dir: str, paired: bool = False, dev
             metrics[f"paired_{key}_a2b"] = value
         for key, value in _errors(fake_a, real_a).items():
             metrics[f"paired_{key}_b2a"] = value
+        # reference: predicting the mean target image for every input (a translator must beat it)
+        metrics["mean_image_l1_a2b"] = _errors(real_b.mean(0, keepdim=True).expand_as(real_b), real_b)["l1"]
+        metrics["mean_image_l1_b2a"] = _errors(real_a.mean(0, keepdim=True).expand_as(real_a), real_a)["l1"]
     metrics["n_a"], metrics["n_b"] = float(len(files_a)), float(len(files_b))
     return metrics
 

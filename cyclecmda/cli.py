@@ -56,6 +56,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cyclecmda.export import DIRECTIONS, export_checkpoint
+
+    directions = DIRECTIONS if args.direction == "both" else (args.direction,)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    for folder in export_checkpoint(args.checkpoint, args.out, directions, formats):
+        print(f"exported {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclecmda",
@@ -71,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config (checks it without training)")
     p.add_argument("config", nargs="*", metavar="CONFIG|key=value", help=CONFIG_HELP)
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("export", help="export generators as standalone TorchScript/ONNX translators")
+    p.add_argument("checkpoint", help="a checkpoint written by 'cyclecmda train'")
+    p.add_argument("-o", "--out", required=True, help="output folder; one subfolder per direction (a2b, b2a)")
+    p.add_argument("--direction", choices=["a2b", "b2a", "both"], default="both")
+    p.add_argument("--format", default="torchscript", help="comma-separated: torchscript, onnx (default torchscript)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="cycle and paired translation errors of a checkpoint on test folders")
     p.add_argument("checkpoint", help="a checkpoint written by 'cyclecmda train' (e.g. checkpoints/RUN/latest.pt)")

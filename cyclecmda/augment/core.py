@@ -1,0 +1,131 @@
+"""Shared core of the translation transforms: artifact loading and pixel work on tensors.
+
+Pixel values travel as a "unit" scale, [0, 1]. A pipeline image maps to it by its dtype: float
+images are taken as already in [0, 1]; uint8 / uint16 images use the artifact's value range for
+that side when the bit depth matches (as in training), else the full range of the dtype. The
+output goes back through the same mapping, so a transform returns the dtype and range it got.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Dict, Tuple, Union
+
+import numpy as np
+import torch
+
+from cyclecmda.errors import CycleCMDAError
+
+PathLike = Union[str, Path]
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class ArtifactError(CycleCMDAError):
+    """An exported translator folder is missing, incomplete or not ours."""
+
+
+class TranslatorArtifact:
+    """An exported translator (``meta.json`` + ``model.ts``); the network loads on first use."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise ArtifactError(
+                f"'{self.path}' is not an exported translator: no meta.json in it "
+                "(make one with 'cyclecmda export CHECKPOINT -o OUT_DIR', then use OUT_DIR/a2b or OUT_DIR/b2a)."
+            )
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != "cyclecmda.export":
+            raise ArtifactError(f"{meta_path} is not a cyclecmda export (format {self.meta.get('format')!r}).")
+        if "torchscript" not in self.meta["files"]:
+            raise ArtifactError(f"{self.path} has no TorchScript network (export it with --format torchscript).")
+        self.in_channels: int = self.meta["input"]["channels"]
+        self.out_channels: int = self.meta["output"]["channels"]
+        self.size_multiple: int = self.meta["size_multiple"]
+        self._modules: Dict[str, torch.jit.ScriptModule] = {}
+        self._lock = threading.Lock()
+
+    def module(self, device: Union[str, torch.device]) -> torch.jit.ScriptModule:
+        key = str(torch.device(device))
+        with self._lock:
+            if key not in self._modules:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    net = torch.jit.load(str(self.path / self.meta["files"]["torchscript"]), map_location=key)
+                self._modules[key] = net.eval()
+        return self._modules[key]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) in [-1, 1] on any device -> (B, C_out, H, W) in [-1, 1] on that device."""
+        return self.module(x.device)(x.float())
+
+
+_CACHE: Dict[Tuple[int, str], TranslatorArtifact] = {}
+
+
+def load_artifact(path: PathLike) -> TranslatorArtifact:
+    """The artifact at `path`, loaded once per process (DataLoader workers each load their own)."""
+    key = (os.getpid(), str(Path(path).resolve()))
+    if key not in _CACHE:
+        _CACHE[key] = TranslatorArtifact(path)
+    return _CACHE[key]
+
+
+def unit_mapping(dtype: Union[np.dtype, torch.dtype], side: Dict) -> Tuple[float, float]:
+    """(lo, hi) raw values that map to 0 and 1 for images of this dtype entering this side."""
+    name = str(dtype).replace("torch.", "")
+    if name.startswith("float"):
+        return 0.0, 1.0
+    if name == "uint8":
+        return tuple(side["value_range"]) if side["bit_depth"] == 8 else (0.0, 255.0)  # type: ignore[return-value]
+    if name == "uint16":
+        return tuple(side["value_range"]) if side["bit_depth"] == 16 else (0.0, 65535.0)  # type: ignore[return-value]
+    raise ArtifactError(f"images of dtype {name} are not supported; use uint8, uint16 or float32 in [0, 1].")
+
+
+def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, channels, H, W): luma for 3 -> 1, replication for 1 -> 3, alpha dropped."""
+    c = x.shape[1]
+    if c in (2, 4):
+        x, c = x[:, : c - 1], c - 1
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1)
+    if c == 3 and channels == 1:
+        weights = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * weights).sum(1, keepdim=True)
+    raise ArtifactError(f"cannot convert {c}-channel images to {channels} channels.")
+
+
+def translate_unit(
+    artifact: TranslatorArtifact, unit: torch.Tensor, strength: torch.Tensor, keep_input_channels: bool = True
+) -> torch.Tensor:
+    """Translate (B, C, H, W) unit images and blend with the input by per-sample `strength` (B,)."""
+    fake = artifact(convert_channels(unit, artifact.in_channels) * 2 - 1).add(1).div(2).clamp(0, 1)
+    channels = unit.shape[1] if keep_input_channels else artifact.out_channels
+    fake = convert_channels(fake, channels if channels in (1, 3) else 3)
+    if channels == 4:  # keep the input's alpha channel
+        fake = torch.cat([fake, unit[:, 3:4]], dim=1)
+    s = strength.to(device=unit.device, dtype=fake.dtype).view(-1, 1, 1, 1)
+    if bool((s >= 1).all()):
+        return fake
+    base = unit if unit.shape[1] == fake.shape[1] else convert_channels(unit, fake.shape[1])
+    return base + s * (fake - base)
+
+
+def to_unit(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    return ((x.float() - lo) / (hi - lo)).clamp_(0, 1)
+
+
+def from_unit(unit: torch.Tensor, lo: float, hi: float, dtype: torch.dtype) -> torch.Tensor:
+    if dtype.is_floating_point:
+        return unit.to(dtype)
+    return (unit * (hi - lo) + lo).round_().clamp_(0, torch.iinfo(dtype).max).to(dtype)
+

@@ -136,6 +136,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     resume: Optional[str] = None  # None (fresh run) | auto | path to a checkpoint
+    export_on_finish: bool = False  # export both directions to <run>/export when training ends
+    export_formats: List[str] = field(default_factory=lambda: ["torchscript"])  # torchscript, onnx
 
 
 @dataclass
@@ -284,6 +286,9 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError("train.n_epochs + train.n_epochs_decay is 0 and train.max_steps is unset: nothing to train.")
     for key in ("log_every", "image_every", "checkpoint_every", "keep_last"):
         positive(f"train.{key}", getattr(t, key))
+    for fmt in t.export_formats:
+        if fmt not in ("torchscript", "onnx"):
+            raise ConfigError(f"invalid value {fmt!r} in 'train.export_formats'; valid: torchscript, onnx.")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.run.device):
         raise ConfigError(
             f"invalid value {cfg.run.device!r} for 'run.device'; valid: auto, cpu, cuda, cuda:N, mps."

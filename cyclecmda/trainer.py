@@ -416,6 +416,11 @@ class Trainer:
                     f"Resume with: cyclecmda train {self.run_dir / 'config.yaml'} train.resume=auto"
                 )
             else:
+                if t.export_on_finish:
+                    from cyclecmda.export import export_checkpoint
+
+                    folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats)
+                    monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
                 monitor.hparams(_hparams(cfg), {f"final/{k.replace('/', '_')}": v for k, v in self.last_values.items()
                                                 if k.startswith(("loss/", "disc/"))})
             return TrainResult(self.run_dir, self.step, checkpoint, interrupted, dict(self.last_values))

@@ -84,3 +84,27 @@ def tiny_config(rgb8_dir: Path, gray16_dir: Path, run_dir: Path) -> Config:
             "train.checkpoint_every=1",
         ],
     )
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> Path:
+    """A tiny model (A: RGB 8-bit, B: 1-channel 16-bit) trained 2 steps and exported (TorchScript + ONNX).
+
+    Returns the export folder holding a2b/ and b2a/; the checkpoint is at ../latest.pt.
+    """
+    from cyclecmda.export import export_checkpoint
+    from cyclecmda.trainer import train
+
+    root = tmp_path_factory.mktemp("exported")
+    make_images(root / "a", 4, 3, np.uint8)
+    make_images(root / "b", 4, 1, np.uint16)
+    cfg = load_config([], [f"data.a.root={root / 'a'}", f"data.b.root={root / 'b'}", "data.b.channels=1",
+                           "data.b.bit_depth=16", "data.b.scale.mode=fixed", "data.b.scale.min=1000",
+                           "data.b.scale.max=60000", "data.load_size=32", "data.crop_size=32",
+                           "data.batch_size=2", "data.num_workers=0", "model.gen.arch=resnet_2blocks",
+                           "model.gen.ngf=8", "model.disc.ndf=8", "model.disc.n_layers=2",
+                           "loss.lambda_identity=0", f"run.out_dir={root}", "run.name=run",
+                           "train.max_steps=2", "train.image_every=100"])
+    result = train(cfg)
+    export_checkpoint(result.checkpoint, root / "export", formats=("torchscript", "onnx"))
+    return root / "export"

@@ -1,0 +1,20 @@
+"""Trained translators as augmentations: albumentations and torchvision ``transforms.v2`` flavours.
+
+    import albumentations as A
+    from cyclecmda.augment import CycleGANTranslate
+
+    aug = A.Compose([A.RandomCrop(256, 256), CycleGANTranslate("exports/v2ir/a2b", p=0.5), A.HorizontalFlip()])
+"""
+
+from cyclecmda.augment.albu import CycleGANTranslate, SynthesizeModality
+from cyclecmda.augment.core import ArtifactError, TranslatorArtifact, load_artifact
+from cyclecmda.augment.tv import CycleGANTranslateV2
+
+__all__ = [
+    "ArtifactError",
+    "CycleGANTranslate",
+    "CycleGANTranslateV2",
+    "SynthesizeModality",
+    "TranslatorArtifact",
+    "load_artifact",
+]

@@ -1,0 +1,131 @@
+"""albumentations transforms: translate the image, or add the other modality as a new target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Sequence, Tuple, Union
+
+import albumentations as A
+import numpy as np
+import torch
+
+from cyclecmda.augment.core import TranslatorArtifact, from_unit, load_artifact, to_unit, translate_unit, unit_mapping
+
+
+Strength = Union[float, Tuple[float, float]]
+
+
+def _strength_range(strength: Union[float, Sequence[float]]) -> Tuple[float, float]:
+    lo, hi = (float(strength), float(strength)) if isinstance(strength, (int, float)) else map(float, strength)
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"strength must be a float in [0, 1] or a (min, max) range inside it, got {strength!r}.")
+    return lo, hi
+
+
+def translate_batch(
+    artifact: TranslatorArtifact, images: np.ndarray, strengths: Sequence[float], device: str, keep_input_channels: bool
+) -> np.ndarray:
+    """(N, H, W[, C]) uint8/uint16/float32 images -> translated images of the same dtype and range."""
+    squeeze = images.ndim == 3
+    batch = images[..., None] if squeeze else images
+    lo, hi = unit_mapping(batch.dtype, artifact.meta["input"])
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)
+    unit = translate_unit(artifact, to_unit(x, lo, hi), torch.tensor(list(strengths)), keep_input_channels)
+    out = from_unit(unit, lo, hi, x.dtype).permute(0, 2, 3, 1).cpu().numpy()
+    return out[..., 0] if squeeze and out.shape[-1] == 1 else out
+
+
+class CycleGANTranslate(A.ImageOnlyTransform):
+    """Translate the image with an exported CycleGAN generator; masks, boxes and keypoints are untouched.
+
+    Args:
+        artifact: an exported direction folder (``cyclecmda export ... -o OUT`` -> ``OUT/a2b``).
+        strength: blend of original (0) and translation (1); a (min, max) range draws one per call.
+        device: where the network runs ("cpu", "cuda", "cuda:1").
+        keep_input_channels: return as many channels as the input image (a 1-channel translation of
+            an RGB image is replicated to 3, an RGB translation of a gray image becomes luma); with
+            False the generator's own channel count is returned.
+        p: probability of applying the transform.
+
+    The image may be uint8, uint16 or float32 in [0, 1], HWC or HW; the result has the same dtype,
+    range and layout. The network is loaded on first use, once per process, so the transform is
+    cheap to pickle into DataLoader workers. ``images`` (a batch) runs as one batched forward.
+    """
+
+    def __init__(
+        self,
+        artifact: Union[str, Path],
+        strength: Strength = 1.0,
+        device: str = "cpu",
+        keep_input_channels: bool = True,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.artifact = str(artifact)
+        self.strength = strength
+        self.device = device
+        self.keep_input_channels = keep_input_channels
+        self._range = _strength_range(strength)
+        load_artifact(self.artifact)  # fail early on a wrong path; the network itself loads lazily
+
+    def get_params(self) -> Dict[str, Any]:
+        return {"strength": self.py_random.uniform(*self._range)}
+
+    def _translate(self, images: np.ndarray, strengths: Sequence[float]) -> np.ndarray:
+        return translate_batch(load_artifact(self.artifact), images, strengths, self.device, self.keep_input_channels)
+
+    def apply(self, img: np.ndarray, strength: float = 1.0, **params: Any) -> np.ndarray:
+        return self._translate(img[None], [strength])[0]
+
+    def apply_to_images(self, images: np.ndarray, strength: float = 1.0, **params: Any) -> np.ndarray:
+        return self._translate(np.asarray(images), [strength] * len(images))
+
+    def get_transform_init_args_names(self) -> Tuple[str, ...]:
+        return ("artifact", "strength", "device", "keep_input_channels")
+
+
+class SynthesizeModality(A.ImageOnlyTransform):
+    """Add the other modality as a new target: ``data[target] = translate(data[source])``.
+
+    Declare the new key in the pipeline (``A.Compose(..., additional_targets={"infrared": "image"})``)
+    so that geometric transforms after this one are applied with the same parameters to both
+    modalities. Always applied: a pipeline that expects the target must always get it.
+    """
+
+    def __init__(
+        self,
+        artifact: Union[str, Path],
+        target: str = "synthesized",
+        source: str = "image",
+        strength: Strength = 1.0,
+        device: str = "cpu",
+        keep_input_channels: bool = False,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=1.0)
+        self.artifact = str(artifact)
+        self.target = target
+        self.source = source
+        self.strength = strength
+        self.device = device
+        self.keep_input_channels = keep_input_channels
+        self._range = _strength_range(strength)
+        load_artifact(self.artifact)
+
+    def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> Dict[str, Any]:
+        if args:
+            raise KeyError("pass data to augmentations as named arguments, e.g. aug(image=image)")
+        if self.source not in data:
+            raise KeyError(f"SynthesizeModality: source key '{self.source}' is not in the sample ({', '.join(data)}).")
+        strength = self.py_random.uniform(*self._range)
+        self.params = {"strength": strength}
+        out = dict(data)
+        out[self.target] = translate_batch(
+            load_artifact(self.artifact), np.asarray(data[self.source])[None], [strength], self.device,
+            self.keep_input_channels,
+        )[0]
+        return out
+
+    def get_transform_init_args_names(self) -> Tuple[str, ...]:
+        return ("artifact", "target", "source", "strength", "device", "keep_input_channels")
+

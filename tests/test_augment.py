@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import pickle
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from cyclecmda.augment import ArtifactError, CycleGANTranslate, CycleGANTranslateV2, SynthesizeModality, load_artifact
+
+
+def rgb(h=70, w=90, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def direct_a2b(artifact, img: np.ndarray) -> np.ndarray:
+    """What the a2b generator makes of a uint8 RGB image, as uint8 gray replicated to RGB."""
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        y = (artifact(x * 2 - 1) + 1) / 2
+    return (y.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).expand(-1, -1, 3).numpy()
+
+
+def labelled_pipeline(extra, seed):
+    return A.Compose(
+        [A.RandomCrop(64, 64), *extra, A.HorizontalFlip(p=0.5), A.Affine(rotate=(-20, 20), p=0.5)],
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]),
+        keypoint_params=A.KeypointParams(format="xy", label_fields=["kp_labels"]),
+        seed=seed,
+    )
+
+
+def test_inside_compose_only_the_image_changes(exported):
+    img = rgb()
+    mask = np.zeros(img.shape[:2], np.uint8)
+    mask[10:40, 20:60] = 1
+    sample = dict(image=img, mask=mask, bboxes=[(20, 10, 60, 40)], labels=[3], keypoints=[(30, 20)], kp_labels=[1])
+    for seed in range(6):
+        with_it = labelled_pipeline([CycleGANTranslate(exported / "a2b", strength=(0.5, 1.0))], seed)(**sample)
+        without = labelled_pipeline([], seed)(**sample)
+        np.testing.assert_array_equal(with_it["mask"], without["mask"])
+        np.testing.assert_allclose(with_it["bboxes"], without["bboxes"])
+        np.testing.assert_allclose(with_it["keypoints"], without["keypoints"])
+        assert list(with_it["labels"]) == list(without["labels"])
+        assert with_it["image"].shape == without["image"].shape and with_it["image"].dtype == np.uint8
+        assert not np.array_equal(with_it["image"], without["image"])
+
+
+def test_strength_blends_original_and_translation(exported):
+    img = rgb(32, 40)
+    art = load_artifact(exported / "a2b")
+    full = CycleGANTranslate(exported / "a2b", strength=1.0)(image=img)["image"]
+    np.testing.assert_array_equal(full, direct_a2b(art, img))
+    assert np.array_equal(CycleGANTranslate(exported / "a2b", strength=0.0)(image=img)["image"], img)
+    half = CycleGANTranslate(exported / "a2b", strength=0.5)(image=img)["image"].astype(float)
+    np.testing.assert_allclose(half, (img.astype(float) + full) / 2, atol=1.0)
+    with pytest.raises(ValueError, match="strength"):
+        CycleGANTranslate(exported / "a2b", strength=(0.9, 0.1))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("shape", [(30, 34), (30, 34, 1), (30, 34, 3)])
+def test_dtype_range_and_layout_are_kept(exported, dtype, shape):
+    rng = np.random.default_rng(1)
+    img = rng.random(shape).astype(np.float32) if dtype == np.float32 else \
+        rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    for direction in ("a2b", "b2a"):
+        out = CycleGANTranslate(exported / direction)(image=img)["image"]
+        assert out.dtype == img.dtype and out.shape == img.shape
+        if dtype == np.float32:
+            assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_sixteen_bit_input_uses_the_trained_value_range(exported):
+    # b2a: B is 16-bit with raw range [1000, 60000]; counts outside are clipped like in training
+    art = load_artifact(exported / "b2a")
+    low = np.full((32, 32), 0, np.uint16)
+    at_lo = np.full((32, 32), 1000, np.uint16)
+    t = CycleGANTranslate(exported / "b2a")
+    np.testing.assert_array_equal(t(image=low)["image"], t(image=at_lo)["image"])
+    out = t(image=at_lo)["image"]
+    assert out.min() >= 1000 and out.max() <= 60000  # returned in the same raw range
+    assert art.meta["input"]["value_range"] == [1000.0, 60000.0]
+
+
+def test_batched_images_equal_single_images(exported):
+    batch = np.stack([rgb(32, 32, s) for s in range(3)])
+    t = CycleGANTranslate(exported / "a2b")
+    together = t(images=batch)["images"]
+    assert together.shape == batch.shape
+    for i in range(3):
+        np.testing.assert_array_equal(together[i], t(image=batch[i])["image"])
+
+
+def test_serialisation_and_lazy_loading(exported):
+    t = CycleGANTranslate(exported / "a2b", strength=(0.2, 0.8), device="cpu", p=0.7)
+    restored = A.from_dict(A.to_dict(t))
+    assert isinstance(restored, CycleGANTranslate)
+    assert (restored.artifact, tuple(restored.strength), restored.p) == (t.artifact, (0.2, 0.8), 0.7)
+    assert len(pickle.dumps(t)) < 20_000  # the network is not pickled along
+    with pytest.raises(ArtifactError, match="no meta.json"):
+        CycleGANTranslate(exported)  # the parent folder, not a direction
+
+
+class Augmented(Dataset):
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        out = self.transform(image=rgb(32, 32, i), mask=np.full((32, 32), i, np.uint8))
+        return torch.from_numpy(out["image"]), torch.from_numpy(out["mask"])
+
+
+def test_runs_in_dataloader_workers(exported):
+    pipeline = A.Compose([CycleGANTranslate(exported / "a2b")])
+    direct = [Augmented(pipeline)[i] for i in range(4)]
+    loaded = list(DataLoader(Augmented(pipeline), batch_size=2, num_workers=2))
+    images = torch.cat([b[0] for b in loaded])
+    assert torch.equal(images, torch.stack([d[0] for d in direct]))
+    assert torch.equal(torch.cat([b[1] for b in loaded])[:, 0, 0], torch.arange(4, dtype=torch.uint8))
+
+
+def test_torchvision_flavour_on_images_and_batches_leaves_targets(exported):
+    t = CycleGANTranslateV2(exported / "a2b")
+    imgs = np.stack([rgb(32, 40, s) for s in range(2)])
+    batch = tv_tensors.Image(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous())
+    mask = tv_tensors.Mask(torch.ones(2, 32, 40, dtype=torch.uint8))
+    boxes = tv_tensors.BoundingBoxes([[1, 2, 10, 12]], format="XYXY", canvas_size=(32, 40))
+    out_img, out_mask, out_boxes = v2.Compose([t])(batch, mask, boxes)
+    assert isinstance(out_img, tv_tensors.Image) and out_img.dtype == torch.uint8 and out_img.shape == batch.shape
+    assert torch.equal(out_mask, mask) and torch.equal(out_boxes, boxes)
+    albu = CycleGANTranslate(exported / "a2b")(images=imgs)["images"]
+    assert torch.equal(out_img.permute(0, 2, 3, 1), torch.from_numpy(albu))
+    single = t(torch.rand(3, 32, 40))
+    assert single.shape == (3, 32, 40) and single.dtype == torch.float32
+    assert torch.equal(CycleGANTranslateV2(exported / "a2b", p=0.0)(batch), batch)
+
+
+def locate(crop: np.ndarray, full: np.ndarray):
+    """(top, left, flipped) at which `crop` (maybe flipped horizontally) sits in `full`."""
+    h, w = crop.shape[:2]
+    for flipped in (False, True):
+        patch = crop[:, ::-1] if flipped else crop
+        for top in range(full.shape[0] - h + 1):
+            for left in range(full.shape[1] - w + 1):
+                if np.array_equal(full[top : top + h, left : left + w], patch):
+                    return top, left, flipped
+    raise AssertionError("crop not found")
+
+
+def test_synthesized_modality_follows_geometric_transforms(exported):
+    img = rgb(70, 90)
+    synth = SynthesizeModality(exported / "a2b", target="infrared")
+    infrared_full = synth(image=img)["infrared"]
+    assert infrared_full.shape == (70, 90, 1) and infrared_full.dtype == np.uint8
+    seen = set()
+    for seed in range(8):
+        pipeline = A.Compose([SynthesizeModality(exported / "a2b", target="infrared"), A.RandomCrop(48, 48),
+                              A.HorizontalFlip(p=0.5)], additional_targets={"infrared": "image"}, seed=seed)
+        got = pipeline(image=img)
+        top, left, flipped = locate(got["image"], img)  # the crop and flip applied to the visible image
+        expected = infrared_full[top : top + 48, left : left + 48]
+        np.testing.assert_array_equal(got["infrared"], expected[:, ::-1] if flipped else expected)
+        seen.add(flipped)
+    assert seen == {False, True}

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cyclecmda.cli import main
+from cyclecmda.config import load_config
+from cyclecmda.cyclegan import build_network
+from cyclecmda.export import ExportError, PaddedTranslator, export_checkpoint
+
+SIZES = [(32, 32), (37, 45), (20, 28), (9, 14)]  # multiples of 4 and not
+
+STANDALONE = r"""
+import json, sys
+import numpy as np
+import onnxruntime as ort
+import torch
+
+folder, inputs, out = sys.argv[1], sys.argv[2], sys.argv[3]
+meta = json.load(open(f"{folder}/meta.json"))
+ts = torch.jit.load(f"{folder}/{meta['files']['torchscript']}")
+sess = ort.InferenceSession(f"{folder}/{meta['files']['onnx']}", providers=["CPUExecutionProvider"])
+weights = torch.load(f"{folder}/{meta['files']['weights']}", weights_only=True)
+results = {}
+for name, x in np.load(inputs).items():
+    with torch.no_grad():
+        results["ts_" + name] = ts(torch.from_numpy(x)).numpy()
+    results["onnx_" + name] = sess.run(None, {"image": x})[0]
+results["n_weights"] = np.array(len(weights))
+assert "cyclecmda" not in sys.modules, "the artifact must load without the package"
+np.savez(out, **results)
+print(meta["direction"], meta["input"]["channels"], meta["output"]["channels"])
+"""
+
+
+def eager_translator(checkpoint: Path, name: str) -> PaddedTranslator:
+    ckpt = torch.load(checkpoint, weights_only=True)
+    gen = build_network(ckpt["networks"][name])
+    gen.load_state_dict(ckpt["state"][name])
+    return PaddedTranslator(gen.eval(), gen.size_multiple).eval()
+
+
+def test_export_writes_self_describing_artifacts(exported):
+    checkpoint = exported.parent / "run" / "latest.pt"
+    for direction, (cin, cout, bits_in, bits_out) in {"a2b": (3, 1, 8, 16), "b2a": (1, 3, 16, 8)}.items():
+        folder = exported / direction
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["direction"] == direction and meta["format"] == "cyclecmda.export"
+        assert (meta["input"]["channels"], meta["output"]["channels"]) == (cin, cout)
+        assert (meta["input"]["bit_depth"], meta["output"]["bit_depth"]) == (bits_in, bits_out)
+        b_side = meta["output"] if direction == "a2b" else meta["input"]
+        assert b_side["value_range"] == [1000.0, 60000.0]
+        assert meta["size_multiple"] == 4 and meta["network"]["name"] == "resnet_2blocks"
+        assert meta["package_version"] and meta["config"]["data"]["b"]["bit_depth"] == 16
+        assert meta["checkpoint"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+        assert {"torchscript", "onnx", "weights"} <= set(meta["files"])
+        for f in meta["files"].values():
+            assert (folder / f).is_file()
+        assert load_config([], []).data.a.channels == 3  # the config section is plain data
+
+
+@pytest.mark.parametrize("direction", ["a2b", "b2a"])
+def test_artifact_runs_in_a_fresh_process_without_the_package_and_matches_eager(exported, direction, tmp_path):
+    folder = exported / direction
+    meta = json.loads((folder / "meta.json").read_text())
+    rng = np.random.default_rng(0)
+    inputs = {f"s{h}x{w}": rng.uniform(-1, 1, (2, meta["input"]["channels"], h, w)).astype(np.float32)
+              for h, w in SIZES}
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    script = tmp_path / "standalone.py"
+    script.write_text(STANDALONE)
+    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "inputs.npz"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(tmp_path / "out.npz")
+    eager = eager_translator(exported.parent / "run" / "latest.pt", "gen_ab" if direction == "a2b" else "gen_ba")
+    for name, x in inputs.items():
+        with torch.no_grad():
+            ref = eager(torch.from_numpy(x)).numpy()
+        assert ref.shape == (2, meta["output"]["channels"], *x.shape[2:])
+        np.testing.assert_allclose(got["ts_" + name], ref, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got["onnx_" + name], ref, atol=1e-4, rtol=0)
+    assert int(got["n_weights"]) > 0
+
+
+def test_padding_keeps_multiples_unchanged_and_crops_back(exported):
+    eager = eager_translator(exported.parent / "run" / "latest.pt", "gen_ab")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(eager(x), eager.generator(x))
+        assert eager(torch.rand(1, 3, 5, 6)).shape == (1, 1, 5, 6)
+
+
+def test_export_cli_and_errors(exported, tmp_path, capsys):
+    checkpoint = exported.parent / "run" / "latest.pt"
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "out"), "--direction", "b2a"]) == 0
+    assert "exported" in capsys.readouterr().out
+    assert (tmp_path / "out" / "b2a" / "model.ts").is_file() and not (tmp_path / "out" / "a2b").exists()
+    with pytest.raises(ExportError, match="unknown export format 'coreml'"):
+        export_checkpoint(checkpoint, tmp_path / "x", formats=("coreml",))
+    assert main(["export", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "y")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_on_finish(tiny_config):
+    from dataclasses import replace
+
+    from cyclecmda.trainer import train
+
+    cfg = replace(tiny_config, train=replace(tiny_config.train, export_on_finish=True))
+    result = train(cfg)
+    for direction in ("a2b", "b2a"):
+        meta = json.loads((result.run_dir / "export" / direction / "meta.json").read_text())
+        assert meta["checkpoint"]["step"] == 2 and (result.run_dir / "export" / direction / "model.ts").is_file()

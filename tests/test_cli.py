@@ -73,3 +73,14 @@ def test_bench_data_tool_prints_json(tmp_path):
     report = json.loads(out.stdout)
     assert set(report["results"]) == {"workers_0", "workers_1"}
     assert all(r["images_per_s_median"] > 0 for r in report["results"].values())
+
+
+def test_readme_python_snippets_run(exported, tmp_path, monkeypatch):
+    """Every python block of the README runs as written after the quickstart (tiny stand-ins)."""
+    shutil.copytree(exported, tmp_path / "checkpoints" / "quickstart" / "export")
+    main(["demo-data", str(tmp_path / "data" / "demo"), "--n-train", "2", "--n-test", "2", "--size", "64"])
+    monkeypatch.chdir(tmp_path)
+    snippets = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(snippets) >= 4
+    for code in snippets:
+        exec(compile(code, "README.md", "exec"), {})

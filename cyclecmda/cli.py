@@ -50,9 +50,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from cyclecmda.evaluate import evaluate, format_table, write_json
 
-    metrics = evaluate(Path(args.checkpoint), args.a, args.b, paired=args.paired, device=args.device)
+    extractor = None
+    if args.features == "inception":
+        from cyclecmda.metrics import InceptionFeatures
+
+        extractor = InceptionFeatures(args.features_weights)
+    metrics = evaluate(args.path, args.a, args.b, paired=args.paired, extractor=extractor, device=args.device)
     print(format_table(metrics))
-    write_json(metrics, Path(args.json) if args.json else None)
+    path = Path(args.path)
+    out = Path(args.json) if args.json else (path if path.is_dir() else path.parent) / "evaluation.json"
+    write_json(metrics, out)
+    print(f"written to {out}")
     return 0
 
 
@@ -64,6 +72,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for folder in export_checkpoint(args.checkpoint, args.out, directions, formats):
         print(f"exported {folder}")
     return 0
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from cyclecmda.translate import format_summary, translate_folder
+
+    summary = translate_folder(
+        args.artifact, args.input, args.output, batch_size=args.batch_size, device=args.device,
+        tile=args.tile, overlap=args.overlap, strength=args.strength,
+    )
+    print(format_summary(summary))
+    return 0 if summary["translated"] > 0 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,14 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="torchscript", help="comma-separated: torchscript, onnx (default torchscript)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("evaluate", help="cycle and paired translation errors of a checkpoint on test folders")
-    p.add_argument("checkpoint", help="a checkpoint written by 'cyclecmda train' (e.g. checkpoints/RUN/latest.pt)")
-    p.add_argument("--a", required=True, help="folder of domain-A test images")
-    p.add_argument("--b", required=True, help="folder of domain-B test images")
+    p = sub.add_parser("evaluate", help="FID/KID, cycle and paired errors of a checkpoint or export on test folders")
+    p.add_argument("path", metavar="CHECKPOINT|ARTIFACT", help="a training checkpoint (.pt) or an export folder")
+    p.add_argument("--a", help="folder of domain-A test images")
+    p.add_argument("--b", help="folder of domain-B test images")
     p.add_argument("--paired", action="store_true", help="the folders hold true counterparts with the same file names")
+    p.add_argument("--features", choices=["inception", "none"], default="inception",
+                   help="feature network for FID/KID (inception: torchvision's Inception-v3; none: skip FID/KID)")
+    p.add_argument("--features-weights", help="Inception-v3 weights file (default: the torch hub cache)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--json", help="where to write the metrics (default: evaluation.json beside the input)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("translate", help="translate image files with an exported translator")
+    p.add_argument("artifact", help="an exported direction folder (e.g. exports/a2b)")
+    p.add_argument("input", help="an image file, or a folder searched recursively for images")
+    p.add_argument("output", help="output folder; files keep their relative paths, names and bit depth")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images of one size per forward (default 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--tile", type=_positive_int, help="translate images larger than this in overlapping tiles")
+    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default tile // 4)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="blend of original (0) and translation (1), default 1")
+    p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("demo-data", help="generate the built-in unpaired visible/thermal demo dataset")
     p.add_argument("out_dir", help="output folder (trainA, trainB, testA, testB are created in it)")

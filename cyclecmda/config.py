@@ -136,6 +136,13 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     resume: Optional[str] = None  # None (fresh run) | auto | path to a checkpoint
+    eval_every: Optional[int] = None  # validate on data.*.test_root every N steps (None: never)
+    eval_paired: bool = False  # the test folders hold true counterparts with the same file names
+    eval_max_images: int = 256
+    eval_features: str = "none"  # none | inception: FID/KID in the loop (needs Inception-v3 weights)
+    features_weights: str = ""  # Inception-v3 weights file; "" looks in the torch hub cache
+    best_metric: str = "eval/paired_l1_a2b"  # kept in best.pt, e.g. eval/fid_a2b, eval/paired_ssim_a2b
+    best_mode: str = "auto"  # auto (psnr/ssim higher, others lower) | min | max
     export_on_finish: bool = False  # export both directions to <run>/export when training ends
     export_formats: List[str] = field(default_factory=lambda: ["torchscript"])  # torchscript, onnx
 
@@ -167,6 +174,8 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "loss.gan_mode": ("lsgan", "vanilla", "hinge", "wgangp"),
     "optim.lr_policy": ("linear", "cosine", "step", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
+    "train.eval_features": ("none", "inception"),
+    "train.best_mode": ("auto", "min", "max"),
 }
 
 
@@ -286,6 +295,14 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError("train.n_epochs + train.n_epochs_decay is 0 and train.max_steps is unset: nothing to train.")
     for key in ("log_every", "image_every", "checkpoint_every", "keep_last"):
         positive(f"train.{key}", getattr(t, key))
+    positive("train.eval_every", t.eval_every)
+    positive("train.eval_max_images", t.eval_max_images)
+    if t.eval_every and not (d.a.test_root and d.b.test_root):
+        raise ConfigError(
+            "train.eval_every needs held-out images of both domains: set data.a.test_root and data.b.test_root."
+        )
+    if not t.best_metric.startswith("eval/"):
+        raise ConfigError(f"train.best_metric {t.best_metric!r} must name an eval/ metric, e.g. eval/paired_l1_a2b.")
     for fmt in t.export_formats:
         if fmt not in ("torchscript", "onnx"):
             raise ConfigError(f"invalid value {fmt!r} in 'train.export_formats'; valid: torchscript, onnx.")

@@ -1,13 +1,18 @@
-"""Translation quality of a checkpoint on held-out images: cycle error and, for paired test
-sets (matched by file name), the error of each translation against its true counterpart."""
+"""Translation quality on held-out images: FID/KID against the real target domain, cycle
+reconstruction error, and (for test sets paired by file name) L1, PSNR and SSIM of each
+translation against its true counterpart.
+
+Works on a training checkpoint (both directions) or on exported translators (an export folder
+with ``a2b/`` and/or ``b2a/``, or one direction's folder), and inside the training loop.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -16,42 +21,72 @@ from cyclecmda.checkpoint import load_checkpoint
 from cyclecmda.config import DataConfig, config_from_dict
 from cyclecmda.cyclegan import build_network
 from cyclecmda.data import DomainFiles, ValueRange, build_pipeline, list_images
-from cyclecmda.errors import DataError
+from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.export import PaddedTranslator
+from cyclecmda.metrics import FeatureExtractor, fid_kid, psnr, ssim
+
+Translate = Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) in [-1, 1] -> same
+DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
 
 
 @dataclass
-class Translator:
-    """The two generators of a checkpoint, with the data settings they were trained with."""
+class Translators:
+    """Translation functions per direction, with the data settings they were trained with."""
 
-    gen_ab: nn.Module
-    gen_ba: nn.Module
+    directions: Dict[str, Translate]
     data: DataConfig
     value_ranges: Dict[str, ValueRange]
+    source: str = ""
+    modules: List[nn.Module] = field(default_factory=list)
 
-    @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "cpu") -> "Translator":
+    def to(self, device: Union[str, torch.device]) -> "Translators":
+        for m in self.modules:
+            m.to(device)
+        return self
+
+
+def load_translators(path: Union[str, Path], device: str = "cpu") -> Translators:
+    """Both generators of a checkpoint, or the exported translators under a folder."""
+    path = Path(path)
+    if path.is_file():
         ckpt = load_checkpoint(path)
-        nets = {}
-        for name in ("gen_ab", "gen_ba"):
-            net = build_network(ckpt["networks"][name])
-            net.load_state_dict(ckpt["state"][name])
-            nets[name] = net.to(device).eval()
-        cfg = config_from_dict(ckpt["config"])
+        nets: Dict[str, nn.Module] = {}
+        for direction, name in (("a2b", "gen_ab"), ("b2a", "gen_ba")):
+            gen = build_network(ckpt["networks"][name])
+            gen.load_state_dict(ckpt["state"][name])
+            nets[direction] = PaddedTranslator(gen, gen.size_multiple).to(device).eval()
         ranges = {k: ValueRange(*v) for k, v in ckpt["value_ranges"].items()}
-        return cls(nets["gen_ab"], nets["gen_ba"], cfg.data, ranges)
+        return Translators(dict(nets), config_from_dict(ckpt["config"]).data, ranges, str(path), list(nets.values()))
+    folders = [path] if (path / "meta.json").is_file() else [path / d for d in DIRECTIONS if (path / d / "meta.json").is_file()]
+    if not folders:
+        raise CycleCMDAError(
+            f"'{path}' is neither a checkpoint file nor an export folder (no meta.json in it or in a2b/, b2a/)."
+        )
+    directions: Dict[str, Translate] = {}
+    modules: List[nn.Module] = []
+    meta: Dict = {}
+    for folder in folders:
+        meta = json.loads((folder / "meta.json").read_text())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            net = torch.jit.load(str(folder / meta["files"]["torchscript"]), map_location=device).eval()
+        directions[meta["direction"]] = net
+        modules.append(net)
+    ranges = {meta["input"]["domain"]: ValueRange(*meta["input"]["value_range"]),
+              meta["output"]["domain"]: ValueRange(*meta["output"]["value_range"])}
+    return Translators(directions, config_from_dict(meta["config"]).data, ranges, str(path), modules)
 
 
-def psnr(mse: float) -> float:
-    """PSNR in dB of a mean squared error on [0, 1] images."""
-    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
-
-
-def _load_folder(side: str, root: str, tr: Translator) -> Tuple[List[Path], torch.Tensor]:
-    """All images of a folder as one (N, C, S, S) tensor in [-1, 1], resized to crop_size."""
-    dom = getattr(tr.data, side)
-    files = DomainFiles(f"data.{side}", dom, list_images(root, tr.data.extensions, f"--{side}"))
-    files.value_range = tr.value_ranges[side]
-    pipeline = build_pipeline(dom, tr.data, train=False)
+def load_test_images(
+    side: str, root: str, data: DataConfig, value_range: ValueRange, max_images: Optional[int] = None
+) -> Tuple[List[Path], torch.Tensor]:
+    """A folder's images as one (N, C, S, S) tensor in [-1, 1], prepared as in training (test pipeline)."""
+    dom = getattr(data, side)
+    files = DomainFiles(f"data.{side}", dom, list_images(root, data.extensions, f"{side} images"))
+    if max_images:
+        files.files = files.files[:max_images]
+    files.value_range = value_range
+    pipeline = build_pipeline(dom, data, train=False)
     tensors = []
     for i in range(len(files)):
         img, _ = files.load(i)
@@ -62,45 +97,73 @@ def _load_folder(side: str, root: str, tr: Translator) -> Tuple[List[Path], torc
 
 
 @torch.no_grad()
-def _run(gen: nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    device = next(gen.parameters()).device
-    return torch.cat([gen(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
+def run_batched(fn: Translate, images: torch.Tensor, device: Union[str, torch.device], batch_size: int = 16) -> torch.Tensor:
+    return torch.cat([fn(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
 
 
-def _errors(pred: torch.Tensor, target: torch.Tensor) -> Dict[str, float]:
-    """L1 and PSNR on the [0, 1] scale of the target domain's value range."""
-    diff = (pred - target) / 2
-    mse = float(diff.pow(2).mean())
-    return {"l1": float(diff.abs().mean()), "psnr": psnr(mse)}
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1) / 2).clamp(0, 1)
 
 
-def evaluate(checkpoint: Path, a_dir: str, b_dir: str, paired: bool = False, device: str = "cpu") -> Dict[str, float]:
-    """Cycle errors of both directions, and paired errors a2b / b2a when ``paired``."""
-    tr = Translator.from_checkpoint(checkpoint, device)
-    files_a, real_a = _load_folder("a", a_dir, tr)
-    files_b, real_b = _load_folder("b", b_dir, tr)
-    fake_b, fake_a = _run(tr.gen_ab, real_a), _run(tr.gen_ba, real_b)
+def compute_metrics(
+    translators: Dict[str, Translate],
+    real: Dict[str, torch.Tensor],
+    paired: bool = False,
+    extractor: Optional[FeatureExtractor] = None,
+    device: Union[str, torch.device] = "cpu",
+    kid_subset_size: int = 1000,
+) -> Dict[str, float]:
+    """Metrics of each available direction on held-out tensors ({"a": ..., "b": ...} in [-1, 1])."""
+    fakes = {d: run_batched(fn, real[DIRECTIONS[d][0]], device) for d, fn in translators.items()}
     metrics: Dict[str, float] = {}
-    for key, value in _errors(_run(tr.gen_ba, fake_b), real_a).items():
-        metrics[f"cycle_{key}_a"] = value
-    for key, value in _errors(_run(tr.gen_ab, fake_a), real_b).items():
-        metrics[f"cycle_{key}_b"] = value
-    if paired:
-        names_a = [p.name for p in files_a]
-        names_b = [p.name for p in files_b]
-        if names_a != names_b:
-            missing = sorted(set(names_a) ^ set(names_b))
-            raise DataError(
-                f"--paired needs the same file names in both folders; {len(missing)} differ, e.g. '{missing[0]}'."
-            )
-        for key, value in _errors(fake_b, real_b).items():
-            metrics[f"paired_{key}_a2b"] = value
-        for key, value in _errors(fake_a, real_a).items():
-            metrics[f"paired_{key}_b2a"] = value
-        # reference: predicting the mean target image for every input (a translator must beat it)
-        metrics["mean_image_l1_a2b"] = _errors(real_b.mean(0, keepdim=True).expand_as(real_b), real_b)["l1"]
-        metrics["mean_image_l1_b2a"] = _errors(real_a.mean(0, keepdim=True).expand_as(real_a), real_a)["l1"]
-    metrics["n_a"], metrics["n_b"] = float(len(files_a)), float(len(files_b))
+    for direction, fake in fakes.items():
+        src, dst = DIRECTIONS[direction]
+        if extractor is not None:
+            scores = fid_kid(extractor, _unit(fake).split(32), _unit(real[dst]).split(32), device=device,
+                             kid_subset_size=kid_subset_size)
+            metrics.update({f"{k}_{direction}": float(v) for k, v in scores.items()})
+        if paired:
+            pred, target = _unit(fake), _unit(real[dst])
+            metrics[f"paired_l1_{direction}"] = float((pred - target).abs().mean())
+            metrics[f"paired_psnr_{direction}"] = float(psnr(pred, target).mean())
+            metrics[f"paired_ssim_{direction}"] = float(ssim(pred, target).mean())
+            mean_image = target.mean(0, keepdim=True).expand_as(target)
+            metrics[f"mean_image_l1_{direction}"] = float((mean_image - target).abs().mean())
+        back = {"a2b": "b2a", "b2a": "a2b"}[direction]
+        if back in translators:
+            rec = _unit(run_batched(translators[back], fake, device))
+            metrics[f"cycle_l1_{src}"] = float((rec - _unit(real[src])).abs().mean())
+            metrics[f"cycle_psnr_{src}"] = float(psnr(rec, _unit(real[src])).mean())
+    return metrics
+
+
+def evaluate(
+    path: Union[str, Path],
+    a_dir: Optional[str],
+    b_dir: Optional[str],
+    paired: bool = False,
+    extractor: Optional[FeatureExtractor] = None,
+    device: str = "cpu",
+) -> Dict[str, float]:
+    """Metrics of a checkpoint or export on test folders of domain A and B."""
+    tr = load_translators(path, device)
+    real: Dict[str, torch.Tensor] = {}
+    names: Dict[str, List[str]] = {}
+    for side, root in (("a", a_dir), ("b", b_dir)):
+        if root:
+            files, real[side] = load_test_images(side, root, tr.data, tr.value_ranges[side])
+            names[side] = [p.name for p in files]
+    usable = {d: fn for d, fn in tr.directions.items() if set(DIRECTIONS[d]) <= set(real)}
+    if not usable:
+        raise CycleCMDAError("give test folders of both domains (--a and --b) so that each direction can be scored.")
+    if paired and names["a"] != names["b"]:
+        differ = sorted(set(names["a"]) ^ set(names["b"]))
+        raise DataError(
+            f"--paired needs the same file names in both folders; {len(differ) or 'their order'} differ"
+            + (f", e.g. '{differ[0]}'." if differ else ".")
+        )
+    metrics = compute_metrics(usable, real, paired, extractor, device)
+    metrics.update({f"n_{side}": float(len(t)) for side, t in real.items()})
     return metrics
 
 

@@ -135,6 +135,8 @@ def write_image(path: PathLike, img: np.ndarray) -> Path:
     """Write an HWC (or HW) uint8/uint16 RGB(A) or gray array; the format follows the suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if img.dtype == np.uint16 and path.suffix.lower() not in (".png", ".tif", ".tiff"):
+        raise DataError(f"{path}: {path.suffix} cannot hold 16-bit pixels; write 16-bit images as .png or .tif.")
     arr = img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = arr[:, :, ::-1]

@@ -17,7 +17,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from cyclecmda.config import Config, DataConfig, OptimConfig, TrainConfig, save_
 from cyclecmda.cyclegan import CycleGAN
 from cyclecmda.data import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
 from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.evaluate import compute_metrics, load_test_images
 from cyclecmda.image_pool import ImagePool
 from cyclecmda.monitor import Monitor, StepTimer, image_grid
 
@@ -169,10 +170,12 @@ class Trainer:
         self.resumed_from: Optional[Path] = None
         self.last_values: Dict[str, float] = {}
 
+        self.best_value: Optional[float] = None
         resume_from = self._resume_path()
         if resume_from is not None:
             self.load(resume_from)
         self.samples = self._fixed_samples()
+        self.eval_images, self.extractor = self._eval_setup()
 
     # --- set-up helpers -------------------------------------------------------------------
 
@@ -200,6 +203,28 @@ class Trainer:
         n = max(1, self.cfg.train.num_image_samples)
         items = [ds[(0, i)] for i in range(n)]
         return {k: torch.stack([it[k] for it in items]).to(self.device) for k in ("a", "b")}
+
+    def _eval_setup(self) -> Tuple[Dict[str, torch.Tensor], Any]:
+        """Held-out images of both domains (and the FID feature network) for in-loop validation."""
+        t, d = self.cfg.train, self.cfg.data
+        if not t.eval_every:
+            return {}, None
+        images, names = {}, {}
+        for side, dom in (("a", d.a), ("b", d.b)):
+            value_range = getattr(self.dataset, side).value_range
+            files, images[side] = load_test_images(side, dom.test_root, d, value_range, t.eval_max_images)
+            names[side] = [p.name for p in files]
+        if t.eval_paired and names["a"] != names["b"]:
+            raise DataError(
+                "train.eval_paired is set but data.a.test_root and data.b.test_root do not hold the same file "
+                f"names ({len(names['a'])} and {len(names['b'])} images); pair them by name or set train.eval_paired=false."
+            )
+        extractor = None
+        if t.eval_features == "inception":
+            from cyclecmda.metrics import InceptionFeatures
+
+            extractor = InceptionFeatures(t.features_weights or None).to(self.device)
+        return images, extractor
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -301,6 +326,30 @@ class Trainer:
         monitor.image("images/a2b", image_grid(rows_a), self.step)
         monitor.image("images/b2a", image_grid(rows_b), self.step)
 
+    @torch.no_grad()
+    def validate(self, monitor: Monitor) -> Dict[str, float]:
+        """Metrics on the held-out set, logged under eval/; best.pt follows train.best_metric."""
+        t = self.cfg.train
+        self.model.eval()
+        with self._autocast():
+            metrics = compute_metrics({"a2b": self.model.gen_ab, "b2a": self.model.gen_ba}, self.eval_images,
+                                      paired=t.eval_paired, extractor=self.extractor, device=self.device)
+        self.model.train()
+        values = {f"eval/{k}": v for k, v in metrics.items()}
+        monitor.scalars(self.step, values)
+        if t.best_metric not in values:
+            raise CycleCMDAError(
+                f"train.best_metric '{t.best_metric}' is not among the validation metrics: {', '.join(values)}."
+            )
+        value = values[t.best_metric]
+        higher = t.best_mode == "max" or (t.best_mode == "auto" and any(k in t.best_metric for k in ("psnr", "ssim")))
+        if self.best_value is None or (value > self.best_value if higher else value < self.best_value):
+            self.best_value = value
+            self.check_finite()
+            atomic_torch_save(self.state_dict(), self.run_dir / "best.pt")
+            monitor.message(f"step {self.step}: {t.best_metric} {value:.4g} is the best so far -> best.pt")
+        return values
+
     # --- checkpoints ----------------------------------------------------------------------
 
     def state_dict(self) -> Dict[str, Any]:
@@ -316,7 +365,8 @@ class Trainer:
             "schedulers": {"gen": self.sched_gen.state_dict(), "disc": self.sched_disc.state_dict()},
             "scaler": self.scaler.state_dict(),
             "pools": {k: p.state_dict() for k, p in self.pools.items()},
-            "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+            "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                         "best_value": self.best_value},
             "value_ranges": {
                 "a": [self.dataset.a.value_range.lo, self.dataset.a.value_range.hi],
                 "b": [self.dataset.b.value_range.lo, self.dataset.b.value_range.hi],
@@ -360,6 +410,7 @@ class Trainer:
             pool.load_state_dict(ckpt["pools"][k])
         progress = ckpt["progress"]
         self.step, self.epoch, self.batch_in_epoch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
+        self.best_value = progress.get("best_value")
         self.dataset.a.value_range = ValueRange(*ckpt["value_ranges"]["a"])
         self.dataset.b.value_range = ValueRange(*ckpt["value_ranges"]["b"])
         set_rng_state(ckpt["rng"])
@@ -398,6 +449,8 @@ class Trainer:
                         logged_at = self.step
                     if self.step % t.image_every == 0:
                         self.log_images(monitor)
+                    if t.eval_every and self.step % t.eval_every == 0:
+                        self.validate(monitor)
                     if self.step % t.checkpoint_every == 0:
                         self.save()
                     for callback in self.callbacks:
@@ -408,6 +461,8 @@ class Trainer:
                 self._log(monitor, timer, self.step - logged_at)
             if self.step % t.image_every != 0:
                 self.log_images(monitor)
+            if t.eval_every and self.step % t.eval_every != 0 and self.stop_reason is None:
+                self.validate(monitor)
             checkpoint = self.save()
             interrupted = self.stop_reason is not None
             if interrupted:

@@ -170,3 +170,16 @@ def test_synthesized_modality_follows_geometric_transforms(exported):
         np.testing.assert_array_equal(got["infrared"], expected[:, ::-1] if flipped else expected)
         seen.add(flipped)
     assert seen == {False, True}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_translation_runs_on_the_inputs_cuda_device(exported):
+    batch = torch.rand(4, 3, 32, 32, device="cuda")
+    out = CycleGANTranslateV2(exported / "a2b")(batch)
+    assert out.device == batch.device and out.shape == batch.shape
+    cpu = CycleGANTranslateV2(exported / "a2b")(batch.cpu())
+    torch.testing.assert_close(out.cpu(), cpu, atol=1e-3, rtol=0)
+    img = rgb(32, 32)
+    on_gpu = CycleGANTranslate(exported / "a2b", device="cuda")(image=img)["image"]
+    assert np.abs(on_gpu.astype(int) - CycleGANTranslate(exported / "a2b")(image=img)["image"]).max() <= 1

@@ -344,7 +344,7 @@ class ResumableSampler(Sampler[Tuple[int, int]]):
         return iter([(self.epoch, i) for i in self.indices()[self.start :]])
 
     def __len__(self) -> int:
-        return self.per_rank() - self.start
+        return max(0, self.per_rank() - self.start)
 
 
 def build_loader(

@@ -133,6 +133,8 @@ def export_checkpoint(
             "output": _side(ckpt["config"], ckpt["value_ranges"], dst),
             "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input; the inverse on output",
             "size_multiple": int(gen.size_multiple),
+            # model.ts takes any size; model.onnx pads by reflection, which needs H, W >= size_multiple
+            "onnx_min_input_size": int(gen.size_multiple),
             "network": spec,
             "files": files,
             "package_version": __version__,

@@ -36,7 +36,7 @@ from cyclecmda.checkpoint import (
 from cyclecmda.config import Config, DataConfig, OptimConfig, TrainConfig, save_config, to_dict, to_yaml
 from cyclecmda.cyclegan import CycleGAN
 from cyclecmda.data import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
-from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
 from cyclecmda.evaluate import compute_metrics, load_test_images
 from cyclecmda.image_pool import ImagePool
 from cyclecmda.monitor import Monitor, StepTimer, image_grid
@@ -64,6 +64,10 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CycleCMDAError(f"run.device is '{name}' but CUDA is not available here; use run.device=auto or cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CycleCMDAError(f"run.device is '{name}' but this machine has {torch.cuda.device_count()} CUDA device(s).")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CycleCMDAError("run.device is 'mps' but MPS is not available here; use run.device=auto or cpu.")
     return device
 
 
@@ -139,6 +143,12 @@ class Trainer:
         # model, optimizers, precision
         t = cfg.train
         self.model = CycleGAN(cfg.model, cfg.loss, cfg.data.a.channels, cfg.data.b.channels).to(self.device)
+        multiple = self.model.gen_ab.size_multiple
+        if cfg.data.crop_size % multiple:
+            raise ConfigError(
+                f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for model.gen.arch="
+                f"{cfg.model.gen.arch}; use e.g. data.crop_size={max(multiple, cfg.data.crop_size // multiple * multiple)}."
+            )
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         if t.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -172,10 +182,16 @@ class Trainer:
 
         self.best_value: Optional[float] = None
         resume_from = self._resume_path()
-        if resume_from is not None:
-            self.load(resume_from)
+        if resume_from is None and (self.run_dir / "latest.pt").is_file():
+            raise ConfigError(
+                f"{self.run_dir} already holds a run (latest.pt); set train.resume=auto to continue it, "
+                "or choose another run.name or run.out_dir for a new one."
+            )
+        rng = self.load(resume_from) if resume_from is not None else None
         self.samples = self._fixed_samples()
         self.eval_images, self.extractor = self._eval_setup()
+        if rng is not None:  # last, so that building anything above draws nothing from the restored RNGs
+            set_rng_state(rng)
 
     # --- set-up helpers -------------------------------------------------------------------
 
@@ -389,8 +405,11 @@ class Trainer:
         prune_step_checkpoints(self.run_dir, self.cfg.train.keep_last)
         return latest
 
-    def load(self, path: Path) -> None:
-        """Continue from a checkpoint: networks, optimizers, schedulers, scaler, pools, RNGs, position."""
+    def load(self, path: Path) -> Dict[str, Any]:
+        """Continue from a checkpoint: networks, optimizers, schedulers, scaler, pools, position.
+
+        Returns the stored RNG states, which the caller restores once set-up is complete.
+        """
         ckpt = load_checkpoint(path)
         if ckpt["networks"] != self.model.specs:
             diff = [k for k in self.model.specs if ckpt["networks"].get(k) != self.model.specs[k]]
@@ -403,18 +422,29 @@ class Trainer:
             net.load_state_dict(ckpt["state"][name])
         self.opt_gen.load_state_dict(ckpt["optimizers"]["gen"])
         self.opt_disc.load_state_dict(ckpt["optimizers"]["disc"])
+        policy = self.sched_gen.lr_lambdas[0]
+        configured = dict(policy.__dict__)
         self.sched_gen.load_state_dict(ckpt["schedulers"]["gen"])
         self.sched_disc.load_state_dict(ckpt["schedulers"]["disc"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        policy.__dict__.update(configured)  # the configured schedule, not the one stored with the run
+        if ckpt["scaler"] and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
         for k, pool in self.pools.items():
             pool.load_state_dict(ckpt["pools"][k])
         progress = ckpt["progress"]
         self.step, self.epoch, self.batch_in_epoch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
         self.best_value = progress.get("best_value")
+        self.last_values = dict(ckpt.get("metrics", {}))
+        if self.batch_in_epoch >= self.steps_per_epoch:  # the batch size or dataset changed since
+            warnings.warn(
+                f"resuming at batch {self.batch_in_epoch} of an epoch that now has {self.steps_per_epoch} "
+                "batches (data.batch_size or the dataset changed): continuing with the next epoch", stacklevel=2
+            )
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self.dataset.a.value_range = ValueRange(*ckpt["value_ranges"]["a"])
         self.dataset.b.value_range = ValueRange(*ckpt["value_ranges"]["b"])
-        set_rng_state(ckpt["rng"])
         self.resumed_from = path
+        return ckpt["rng"]
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -438,6 +468,7 @@ class Trainer:
         try:
             while self.step < self.total_steps and self.stop_reason is None:
                 self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * cfg.data.batch_size)
+                steps_before = self.step
                 for batch in self.loader:
                     self._track(self.train_step(batch))
                     self.step += 1
@@ -457,6 +488,9 @@ class Trainer:
                         callback(self)
                     if self.step >= self.total_steps or self.stop_reason is not None:
                         break
+                if self.step == steps_before and self.stop_reason is None:
+                    raise DataError(f"epoch {self.epoch} yielded no batch (dataset {len(self.dataset)}, "
+                                    f"batch size {cfg.data.batch_size}, starting at batch {self.batch_in_epoch}).")
             if self.step > logged_at:
                 self._log(monitor, timer, self.step - logged_at)
             if self.step % t.image_every != 0:

@@ -90,7 +90,7 @@ def translate_tiled(
     ``overlap`` defaults to ``tile // 4``; images no larger than ``tile`` are translated whole.
     """
     overlap = tile // 4 if overlap is None else overlap
-    check_tiling(tile, overlap)
+    check_tiling(tile, overlap, artifact.size_multiple)
     b, _, h, w = unit.shape
     strengths = torch.full((b,), float(strength))
     multiple = artifact.size_multiple
@@ -113,12 +113,19 @@ def translate_tiled(
     return out / weight_sum
 
 
-def check_tiling(tile: int, overlap: int) -> None:
-    """Raise TranslateError unless 0 <= overlap < tile."""
+def check_tiling(tile: int, overlap: int, multiple: int = 1) -> None:
+    """Raise TranslateError unless 0 <= overlap < tile and tiles on the network's grid still overlap."""
     if tile < 1:
         raise TranslateError(f"tile must be a positive number of pixels, got {tile}.")
     if not 0 <= overlap < tile:
         raise TranslateError(f"overlap must be at least 0 and smaller than the tile ({tile}), got {overlap}.")
+    rounded = max(multiple, tile // multiple * multiple)
+    step = max(multiple, (tile - overlap) // multiple * multiple)
+    if rounded - step < overlap:
+        raise TranslateError(
+            f"tile {tile} with overlap {overlap} is too small for this network, whose tiles must start on "
+            f"multiples of {multiple}: use a tile of at least {multiple + -(-overlap // multiple) * multiple}."
+        )
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -210,6 +217,8 @@ def translate_folder(
     if out_dir.resolve() == root.resolve():
         raise TranslateError(f"the output folder '{out_dir}' is the input folder: translations would overwrite the originals.")
     artifact = load_artifact(artifact_path)
+    if tile is not None:
+        check_tiling(tile, overlap, artifact.size_multiple)
     try:  # fail on a bad artifact or device before reading any image
         artifact.module(device)
     except RuntimeError as exc:
@@ -231,6 +240,11 @@ def translate_folder(
         except CycleCMDAError as exc:
             for path, _ in items:
                 skip(path, str(exc))
+            continue
+        except RuntimeError as exc:  # e.g. too small for the network, or out of memory: try --tile
+            reason = f"the network failed on it ({str(exc).splitlines()[0]}); for large images try --tile"
+            for path, _ in items:
+                skip(path, reason)
             continue
         for (path, img), fake in zip(items, fakes):
             rel = path.relative_to(root)

@@ -211,3 +211,31 @@ def test_cuda_training_steps(tiny_config, precision):
     result = train(cfg)
     values = scalars(result.run_dir / "tb")
     assert "perf/peak_mem_gb" in values and all(torch.isfinite(torch.tensor(v)) for v in values["loss/gen"].values())
+
+
+def _with(cfg, **train_changes):
+    return replace(cfg, train=replace(cfg.train, **train_changes))
+
+
+def test_a_new_run_refuses_to_overwrite_an_existing_one(tiny_config):
+    train(tiny_config)
+    with pytest.raises(ConfigError, match=r"already holds a run.*train\.resume=auto"):
+        Trainer(tiny_config)
+
+
+def test_crop_size_must_suit_the_generator(tiny_config):
+    cfg = replace(tiny_config, data=replace(tiny_config.data, crop_size=30))
+    with pytest.raises(ConfigError, match=r"crop_size \(30\) must be a multiple of 4.*crop_size=28"):
+        Trainer(cfg)
+
+
+def test_resume_after_batch_size_change_and_with_a_new_schedule(tiny_config):
+    cfg = replace(tiny_config, data=replace(tiny_config.data, batch_size=1))
+    train(_with(cfg, max_steps=4, image_every=100))  # 5 images: stopped at batch 4 of 5
+    bigger = replace(tiny_config, data=replace(tiny_config.data, batch_size=2))  # 2 batches an epoch now
+    resumed = _with(bigger, max_steps=7, resume="auto", image_every=100, n_epochs=0, n_epochs_decay=10)
+    with pytest.warns(UserWarning, match="continuing with the next epoch"):
+        result = train(resumed)
+    assert result.step == 7
+    lr = scalars(result.run_dir / "tb")["lr/gen"]
+    assert lr[7] < lr[5] < 2e-4  # the new linear decay applies, not the stored constant phase

@@ -232,3 +232,11 @@ def test_bench_tool_builds_an_untrained_quickstart_artifact_without_arguments():
     assert report["network"]["name"] == "resnet_6blocks" and report["network"]["args"]["ngf"] == 16
     assert (report["network"]["args"]["in_channels"], report["network"]["args"]["out_channels"]) == (3, 1)
     assert report["results"]["onnx"]["cpu"]["batches"]["batch_1"]["images_per_s_median"] > 0
+
+
+def test_tiles_too_small_for_the_network_grid_are_refused():
+    from cyclecmda.translate import TranslateError, check_tiling
+
+    check_tiling(32, 8, multiple=4)
+    with pytest.raises(TranslateError, match="at least 512"):
+        check_tiling(300, 75, multiple=256)

@@ -75,6 +75,8 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         return translate_batch(load_artifact(self.artifact), images, strengths, self.device, self.keep_input_channels)
 
     def apply(self, img: np.ndarray, strength: float = 1.0, **params: Any) -> np.ndarray:
+        if strength <= 0 and self.keep_input_channels:
+            return img
         return self._translate(img[None], [strength])[0]
 
     def apply_to_images(self, images: np.ndarray, strength: float = 1.0, **params: Any) -> np.ndarray:

@@ -56,6 +56,9 @@ class CycleGANTranslateV2(v2.Transform):
         lo, hi = unit_mapping(batch.dtype, artifact.meta["input"])
         unit = translate_unit(artifact, to_unit(batch, lo, hi), params["strength"], self.keep_input_channels)
         out = from_unit(unit, lo, hi, batch.dtype)
+        if out.shape == batch.shape:  # samples drawn with strength 0 come back untouched
+            keep = (params["strength"] <= 0).to(out.device).view(-1, 1, 1, 1)
+            out = torch.where(keep, batch, out)
         out = out if x.ndim == 4 else out.squeeze(0)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 

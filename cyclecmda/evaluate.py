@@ -20,7 +20,7 @@ from torch import nn
 from cyclecmda.checkpoint import load_checkpoint
 from cyclecmda.config import DataConfig, config_from_dict
 from cyclecmda.cyclegan import build_network
-from cyclecmda.data import DomainFiles, ValueRange, build_pipeline, list_images
+from cyclecmda.data import DomainFiles, ValueRange, build_pipeline, list_images, to_tensor
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.export import PaddedTranslator
 from cyclecmda.metrics import FeatureExtractor, fid_kid, psnr, ssim
@@ -91,8 +91,7 @@ def load_test_images(
     for i in range(len(files)):
         img, _ = files.load(i)
         out = pipeline(image=img)["image"]
-        out = out[:, :, None] if out.ndim == 2 else out
-        tensors.append(torch.from_numpy(out.transpose(2, 0, 1).copy()) * 2 - 1)
+        tensors.append(to_tensor(out[:, :, None] if out.ndim == 2 else out))
     return files.files, torch.stack(tensors)
 
 

@@ -50,13 +50,16 @@ def visible_gray(paths: List[Path]) -> np.ndarray:
     return np.stack([to_channels(read_image(p), 1)[..., 0].astype(np.float32)[None] / 255.0 for p in paths])
 
 
-def translated(paths: List[Path], artifact: Path, batch: int = 32) -> np.ndarray:
-    """A images through the translator, as 1-channel [0, 1] thermal (the artifact's output scaling)."""
+def translated(paths: List[Path], artifact: Path, lo: float, hi: float, batch: int = 32) -> np.ndarray:
+    """A images through the translator, as raw thermal counts scaled like the real ones (by lo, hi)."""
     art = load_artifact(artifact)
+    out_lo, out_hi = art.meta["output"]["value_range"]  # the translator's own output scaling
     out = []
     for i in range(0, len(paths), batch):
         images = np.stack([read_image(p).astype(np.float32) / 255.0 for p in paths[i : i + batch]])
-        out.append(translate_batch(art, images, [1.0] * len(images), "cpu", keep_input_channels=False))
+        unit = translate_batch(art, images, [1.0] * len(images), "cpu", keep_input_channels=False)
+        counts = unit * (out_hi - out_lo) + out_lo
+        out.append(np.clip((counts - lo) / (hi - lo), 0, 1))
     return np.concatenate(out).transpose(0, 3, 1, 2).astype(np.float32)
 
 
@@ -121,7 +124,7 @@ def main() -> None:
     x_test = thermal_unit(paths_test, lo, hi)
     arms: Dict[str, Tuple[np.ndarray, np.ndarray]] = {
         "a_visible_gray": (visible_gray(paths_a), labels_a),
-        "b_translated": (translated(paths_a, args.artifact), labels_a),
+        "b_translated": (translated(paths_a, args.artifact, lo, hi), labels_a),
         "c_thermal": (thermal_unit(paths_b, lo, hi), labels_b),
     }
     t0 = time.perf_counter()

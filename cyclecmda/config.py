@@ -98,7 +98,7 @@ class DiscConfig:
 class ModelConfig:
     gen: GenConfig = field(default_factory=GenConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)
-    norm: str = "instance"  # instance | batch | none
+    norm: str = "instance"  # instance | batch | sync_batch (batch statistics over all CUDA processes) | none
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
     init_gain: float = 0.02
 
@@ -120,6 +120,7 @@ class OptimConfig:
     beta2: float = 0.999
     lr_policy: str = "linear"  # linear | cosine | step | constant
     lr_step_epochs: int = 50  # step policy: epochs between x0.1 decays
+    implementation: str = "auto"  # Adam kernels: auto (fused where supported) | fused | foreach | for_loop
 
 
 @dataclass
@@ -169,10 +170,11 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "data.on_bad_file": ("error", "skip"),
     "data.scan": ("none", "header", "full"),
     "model.gen.upsample": ("transpose", "resize_conv"),
-    "model.norm": ("instance", "batch", "none"),
+    "model.norm": ("instance", "batch", "sync_batch", "none"),
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "loss.gan_mode": ("lsgan", "vanilla", "hinge", "wgangp"),
     "optim.lr_policy": ("linear", "cosine", "step", "constant"),
+    "optim.implementation": ("auto", "fused", "foreach", "for_loop"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.eval_features": ("none", "inception"),
     "train.best_mode": ("auto", "min", "max"),

@@ -51,8 +51,8 @@ def get_norm_layer(name: str) -> NormLayer:
         return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
     if name == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
-    if name == "sync_batch":
-        return functools.partial(nn.SyncBatchNorm, affine=True, track_running_stats=True)
+    if name == "sync_batch":  # the trainer swaps in nn.SyncBatchNorm when several CUDA processes train
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if name == "none":
         return _no_norm
     raise _unknown("norm layer", name, NORM_LAYERS)

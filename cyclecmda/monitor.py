@@ -77,6 +77,15 @@ class Monitor:
         self.writer.close()
 
 
+class NullMonitor:
+    """What ranks other than 0 log to in a multi-process run: every call is accepted, nothing is written."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+
 class StepTimer:
     """Wall time and images per second between logging steps."""
 

@@ -36,12 +36,22 @@ from cyclecmda.checkpoint import (
 from cyclecmda.config import Config, DataConfig, OptimConfig, TrainConfig, save_config, to_dict, to_yaml
 from cyclecmda.cyclegan import CycleGAN
 from cyclecmda.data import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
+from cyclecmda.distributed import (
+    DistContext,
+    Objective,
+    context_from_env,
+    convert_sync_batch_norm,
+    init_process_group,
+    wrap_ddp,
+)
 from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
 from cyclecmda.evaluate import compute_metrics, load_test_images
 from cyclecmda.image_pool import ImagePool
-from cyclecmda.monitor import Monitor, StepTimer, image_grid
+from cyclecmda.monitor import Monitor, NullMonitor, StepTimer, image_grid
 
 Callback = Callable[["Trainer"], None]
+
+STOP_POLL_EVERY = 10  # steps between the ranks' agreement on a stop request (multi-process runs)
 
 
 class TrainingDiverged(CycleCMDAError):
@@ -57,10 +67,15 @@ class TrainResult:
     metrics: Dict[str, float] = field(default_factory=dict)
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU; otherwise the named device (checked to exist)."""
+def pick_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
+    """``auto``: CUDA when present, else CPU; otherwise the named device (checked to exist).
+
+    In a multi-process run, ``auto`` and ``cuda`` mean the GPU of this process's local rank.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and ctx.enabled:
+        name = f"cuda:{ctx.local_rank}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CycleCMDAError(f"run.device is '{name}' but CUDA is not available here; use run.device=auto or cpu.")
@@ -69,6 +84,19 @@ def pick_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise CycleCMDAError("run.device is 'mps' but MPS is not available here; use run.device=auto or cpu.")
     return device
+
+
+def adam_kernels(optim: OptimConfig, device: torch.device) -> Dict[str, bool]:
+    """Adam's implementation flags for ``optim.implementation`` (``auto``: fused on CUDA and CPU)."""
+    impl = optim.implementation
+    if impl == "auto":
+        impl = "fused" if device.type in ("cuda", "cpu") else "foreach"
+    return {"fused": impl == "fused", "foreach": impl == "foreach"} if impl != "for_loop" else {"foreach": False}
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of a rank other than 0 (its image pool and dropout draw their own numbers)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -122,22 +150,28 @@ class Trainer:
         self.cfg = cfg
         self.callbacks = list(callbacks)
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
-        self.device = pick_device(cfg.run.device)
+        self.dist = context_from_env()
+        self.device = pick_device(cfg.run.device, self.dist)
+        self._owns_process_group = init_process_group(self.dist, self.device)
         seed_everything(cfg.run.seed, cfg.run.deterministic)
 
-        # data
-        ensure_demo_data(cfg.data)
+        # data: every rank reads its own shard of the (epoch-shuffled) indices
+        if self.dist.is_main:
+            ensure_demo_data(cfg.data)
+        self.dist.barrier()
         self.dataset = build_dataset(cfg.data, seed=cfg.run.seed)
-        self.steps_per_epoch = len(self.dataset) // cfg.data.batch_size
+        self.sampler = ResumableSampler(len(self.dataset), shuffle=True, seed=cfg.run.seed,
+                                        rank=self.dist.rank, world_size=self.dist.world_size)
+        self.steps_per_epoch = self.sampler.per_rank() // cfg.data.batch_size
         if self.steps_per_epoch == 0:
             raise DataError(
-                f"data.batch_size ({cfg.data.batch_size}) is larger than the dataset ({len(self.dataset)} images); "
+                f"data.batch_size ({cfg.data.batch_size}) is larger than the {self.sampler.per_rank()} images each of "
+                f"{self.dist.world_size} process(es) gets from the dataset ({len(self.dataset)} images); "
                 "lower data.batch_size."
             )
         epochs_steps = (cfg.train.n_epochs + cfg.train.n_epochs_decay) * self.steps_per_epoch
         self.total_steps = min(cfg.train.max_steps or epochs_steps, epochs_steps) if epochs_steps else cfg.train.max_steps
         assert self.total_steps is not None
-        self.sampler = ResumableSampler(len(self.dataset), shuffle=True, seed=cfg.run.seed)
         self.loader = build_loader(self.dataset, cfg.data, self.sampler, pin_memory=cfg.data.pin_memory and self.device.type == "cuda")
 
         # model, optimizers, precision
@@ -152,9 +186,7 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         if t.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        adam = {"lr": cfg.optim.lr, "betas": (cfg.optim.beta1, cfg.optim.beta2)}
-        if self.device.type == "cuda":
-            adam["fused"] = True
+        adam = {"lr": cfg.optim.lr, "betas": (cfg.optim.beta1, cfg.optim.beta2), **adam_kernels(cfg.optim, self.device)}
         self.opt_gen = torch.optim.Adam(self.model.generator_parameters(), **adam)
         self.opt_disc = torch.optim.Adam(self.model.discriminator_parameters(), **adam)
         policy = LRPolicy(cfg.optim, t, self.steps_per_epoch, self.total_steps)
@@ -163,15 +195,28 @@ class Trainer:
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.pools = {"a": ImagePool(cfg.loss.pool_size), "b": ImagePool(cfg.loss.pool_size)}
+        if cfg.model.norm == "sync_batch":
+            convert_sync_batch_norm(self.model.networks(), self.dist, self.device)
         if t.compile:
             for net in self.model.networks().values():
                 net.compile()
+        # Each step's loss as one module over the networks it trains: under DDP their gradients are
+        # averaged over the ranks, while the frozen discriminators of the generator step stay local.
+        m = self.model
+        self.gen_objective: torch.nn.Module = Objective(m.generator_step, {"gen_ab": m.gen_ab, "gen_ba": m.gen_ba})
+        self.disc_objective: torch.nn.Module = Objective(m.discriminator_step, {"disc_a": m.disc_a, "disc_b": m.disc_b})
+        if self.dist.enabled:
+            self.gen_objective = wrap_ddp(self.gen_objective, self.dist, self.device)
+            self.disc_objective = wrap_ddp(self.disc_objective, self.dist, self.device)
+            if self.dist.rank:  # after building: the networks start equal, the pools draw differently
+                seed_everything(rank_seed(cfg.run.seed, self.dist.rank), cfg.run.deterministic)
 
         # progress
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
-        self.stop_reason: Optional[str] = None
+        self.stop_reason: Optional[str] = None  # the signal that asked this process to stop
+        self.stopping = False  # agreed by every rank: stop after this step
         self._sum_count = 0
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._bad_mask: Optional[torch.Tensor] = None
@@ -188,10 +233,13 @@ class Trainer:
                 "or choose another run.name or run.out_dir for a new one."
             )
         rng = self.load(resume_from) if resume_from is not None else None
-        self.samples = self._fixed_samples()
-        self.eval_images, self.extractor = self._eval_setup()
+        self.samples = self._fixed_samples() if self.dist.is_main else {}
+        self.eval_images, self.extractor = self._eval_setup() if self.dist.is_main else ({}, None)
         if rng is not None:  # last, so that building anything above draws nothing from the restored RNGs
-            set_rng_state(rng)
+            if self.dist.is_main:
+                set_rng_state(rng)
+            else:  # only rank 0's states are stored
+                seed_everything(rank_seed(cfg.run.seed, self.dist.rank, self.step), cfg.run.deterministic)
 
     # --- set-up helpers -------------------------------------------------------------------
 
@@ -259,7 +307,7 @@ class Trainer:
 
         model.set_discriminators_trainable(False)
         with self._autocast():
-            gen_total, gen_losses, images = model.generator_step(real_a, real_b)
+            gen_total, gen_losses, images = self.gen_objective(real_a, real_b)
         self.opt_gen.zero_grad(set_to_none=True)
         scaler.scale(gen_total).backward()
         scaler.step(self.opt_gen)
@@ -268,7 +316,7 @@ class Trainer:
         fake_a = self.pools["a"].query(images["fake_a"].detach())
         fake_b = self.pools["b"].query(images["fake_b"].detach())
         with self._autocast():
-            disc_total, disc_losses = model.discriminator_step(real_a, real_b, fake_a, fake_b)
+            disc_total, disc_losses = self.disc_objective(real_a, real_b, fake_a, fake_b)
         self.opt_disc.zero_grad(set_to_none=True)
         scaler.scale(disc_total).backward()
         scaler.step(self.opt_disc)
@@ -295,12 +343,15 @@ class Trainer:
         self._sum_count += 1
 
     def check_finite(self) -> None:
-        """Raise TrainingDiverged naming the first step and loss that were NaN/Inf (a host sync)."""
-        bad_step = int(self._bad_step.item())
+        """Raise TrainingDiverged naming the first step and loss that were NaN/Inf (a host sync).
+
+        In a multi-process run every rank calls it at the same steps and all of them raise together.
+        """
+        bad_step = int(self.dist.max_(self._bad_step.clone()).item())
         if bad_step < 0:
             return
         assert self._bad_mask is not None
-        names = [_tag(n) for n, b in zip(self._loss_names, self._bad_mask.tolist()) if b]
+        names = [_tag(n) for n, b in zip(self._loss_names, self._bad_mask.tolist()) if b] or ["a loss on another rank"]
         latest = self.run_dir / "latest.pt"
         kept = f"the last good checkpoint is {latest}" if latest.is_file() else "no checkpoint was written yet"
         raise TrainingDiverged(
@@ -312,13 +363,13 @@ class Trainer:
 
     def _log(self, monitor: Monitor, timer: StepTimer, steps: int) -> None:
         self.check_finite()
-        means = (self._sum_vec / max(self._sum_count, 1)).tolist()
+        means = self.dist.mean_(self._sum_vec / max(self._sum_count, 1)).tolist()  # over all ranks
         values = {_tag(n): v for n, v in zip(self._loss_names, means)}
         self._sum_vec.zero_()
         self._sum_count = 0
         values["lr/gen"] = self.opt_gen.param_groups[0]["lr"]
         values["lr/disc"] = self.opt_disc.param_groups[0]["lr"]
-        values.update(timer.lap(steps, steps * self.cfg.data.batch_size))
+        values.update(timer.lap(steps, steps * self.cfg.data.batch_size * self.dist.world_size))
         values["perf/epoch"] = self.epoch + self.batch_in_epoch / self.steps_per_epoch
         if self.device.type == "cuda":
             values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
@@ -344,8 +395,11 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, monitor: Monitor) -> Dict[str, float]:
-        """Metrics on the held-out set, logged under eval/; best.pt follows train.best_metric."""
+        """Metrics on the held-out set, logged under eval/; best.pt follows train.best_metric (rank 0)."""
         t = self.cfg.train
+        self.check_finite()  # on every rank, before rank 0 may write best.pt
+        if not self.dist.is_main:
+            return {}
         self.model.eval()
         with self._autocast():
             metrics = compute_metrics({"a2b": self.model.gen_ab, "b2a": self.model.gen_ba}, self.eval_images,
@@ -361,7 +415,6 @@ class Trainer:
         higher = t.best_mode == "max" or (t.best_mode == "auto" and any(k in t.best_metric for k in ("psnr", "ssim")))
         if self.best_value is None or (value > self.best_value if higher else value < self.best_value):
             self.best_value = value
-            self.check_finite()
             atomic_torch_save(self.state_dict(), self.run_dir / "best.pt")
             monitor.message(f"step {self.step}: {t.best_metric} {value:.4g} is the best so far -> best.pt")
         return values
@@ -382,7 +435,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "pools": {k: p.state_dict() for k, p in self.pools.items()},
             "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                         "best_value": self.best_value},
+                         "best_value": self.best_value, "world_size": self.dist.world_size},
             "value_ranges": {
                 "a": [self.dataset.a.value_range.lo, self.dataset.a.value_range.hi],
                 "b": [self.dataset.b.value_range.lo, self.dataset.b.value_range.hi],
@@ -392,10 +445,12 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Write step_<N>.pt and latest.pt atomically, then prune old step files."""
+        """Write step_<N>.pt and latest.pt atomically, then prune old step files (rank 0 writes)."""
         self.check_finite()
-        step_path = atomic_torch_save(self.state_dict(), self.run_dir / f"step_{self.step}.pt")
         latest = self.run_dir / "latest.pt"
+        if not self.dist.is_main:
+            return latest
+        step_path = atomic_torch_save(self.state_dict(), self.run_dir / f"step_{self.step}.pt")
         tmp = self.run_dir / f".latest.pt.{os.getpid()}.tmp"
         try:
             os.link(step_path, tmp)
@@ -433,6 +488,9 @@ class Trainer:
             pool.load_state_dict(ckpt["pools"][k])
         progress = ckpt["progress"]
         self.step, self.epoch, self.batch_in_epoch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
+        stored_world = int(progress.get("world_size", 1))
+        if stored_world != self.dist.world_size:  # the same share of the epoch, split over the new ranks
+            self.batch_in_epoch = self.batch_in_epoch * stored_world // self.dist.world_size
         self.best_value = progress.get("best_value")
         self.last_values = dict(ckpt.get("metrics", {}))
         if self.batch_in_epoch >= self.steps_per_epoch:  # the batch size or dataset changed since
@@ -448,11 +506,29 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------
 
+    def _poll_stop(self) -> bool:
+        """Whether to stop after this step: a signal arrived (agreed across ranks every few steps)."""
+        if not self.dist.enabled:
+            self.stopping = self.stop_reason is not None
+        elif self.step % STOP_POLL_EVERY == 0 or self.step >= self.total_steps:
+            if self.dist.agree_any(self.stop_reason is not None, self.device):
+                self.stopping = True
+                self.stop_reason = self.stop_reason or "a signal to another rank"
+        return self.stopping
+
+    def close(self) -> None:
+        """Leave the process group if this trainer created it."""
+        if self._owns_process_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+            self._owns_process_group = False
+
     def fit(self) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        monitor = Monitor(self.run_dir / "tb", self.total_steps, start_step=self.step)
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        monitor: Any = Monitor(self.run_dir / "tb", self.total_steps, start_step=self.step) if main else NullMonitor()
         if self.step:
             monitor.message(f"resuming from {self.resumed_from} at step {self.step} (epoch {self.epoch})")
         monitor.text("config", "    " + to_yaml(cfg).replace("\n", "\n    "), self.step)
@@ -466,7 +542,7 @@ class Trainer:
         for s in previous:
             signal.signal(s, request_stop)
         try:
-            while self.step < self.total_steps and self.stop_reason is None:
+            while self.step < self.total_steps and not self.stopping:
                 self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * cfg.data.batch_size)
                 steps_before = self.step
                 for batch in self.loader:
@@ -478,7 +554,7 @@ class Trainer:
                     if self.step % t.log_every == 0 or self.step == self.total_steps:
                         self._log(monitor, timer, self.step - logged_at)
                         logged_at = self.step
-                    if self.step % t.image_every == 0:
+                    if self.step % t.image_every == 0 and main:
                         self.log_images(monitor)
                     if t.eval_every and self.step % t.eval_every == 0:
                         self.validate(monitor)
@@ -486,25 +562,25 @@ class Trainer:
                         self.save()
                     for callback in self.callbacks:
                         callback(self)
-                    if self.step >= self.total_steps or self.stop_reason is not None:
+                    if self._poll_stop() or self.step >= self.total_steps:
                         break
-                if self.step == steps_before and self.stop_reason is None:
+                if self.step == steps_before and not self.stopping:
                     raise DataError(f"epoch {self.epoch} yielded no batch (dataset {len(self.dataset)}, "
                                     f"batch size {cfg.data.batch_size}, starting at batch {self.batch_in_epoch}).")
             if self.step > logged_at:
                 self._log(monitor, timer, self.step - logged_at)
-            if self.step % t.image_every != 0:
+            if self.step % t.image_every != 0 and main:
                 self.log_images(monitor)
-            if t.eval_every and self.step % t.eval_every != 0 and self.stop_reason is None:
+            if t.eval_every and self.step % t.eval_every != 0 and not self.stopping:
                 self.validate(monitor)
             checkpoint = self.save()
-            interrupted = self.stop_reason is not None
+            interrupted = self.stopping
             if interrupted:
                 monitor.message(
                     f"stopped by {self.stop_reason} at step {self.step}; checkpoint saved to {checkpoint}. "
                     f"Resume with: cyclecmda train {self.run_dir / 'config.yaml'} train.resume=auto"
                 )
-            else:
+            elif main:
                 if t.export_on_finish:
                     from cyclecmda.export import export_checkpoint
 
@@ -512,6 +588,7 @@ class Trainer:
                     monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
                 monitor.hparams(_hparams(cfg), {f"final/{k.replace('/', '_')}": v for k, v in self.last_values.items()
                                                 if k.startswith(("loss/", "disc/"))})
+            self.dist.barrier()  # the other ranks wait for rank 0's checkpoint and export
             return TrainResult(self.run_dir, self.step, checkpoint, interrupted, dict(self.last_values))
         finally:
             for s, handler in previous.items():
@@ -546,7 +623,12 @@ def _hparams(cfg: Config) -> Dict[str, Any]:
 def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train from a resolved config (resuming when ``train.resume`` says so)."""
     trainer = Trainer(cfg, callbacks)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    if not trainer.dist.is_main:
+        return result
     print(
         f"{'stopped' if result.interrupted else 'finished'} at step {result.step}: {result.checkpoint}\n"
         f"TensorBoard: tensorboard --logdir {result.run_dir / 'tb'}",

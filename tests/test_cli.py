@@ -84,3 +84,23 @@ def test_readme_python_snippets_run(exported, tmp_path, monkeypatch):
     assert len(snippets) >= 4
     for code in snippets:
         exec(compile(code, "README.md", "exec"), {})
+
+
+def test_bench_train_tool_counts_flops_that_scale_with_pixels(tiny_config):
+    base = [f"data.a.root={tiny_config.data.a.root}", f"data.b.root={tiny_config.data.b.root}", "data.b.channels=1",
+            "data.b.bit_depth=16", "model.gen.arch=resnet_2blocks", "model.gen.ngf=8", "model.disc.ndf=8",
+            "model.disc.n_layers=2", "loss.lambda_identity=0", "data.batch_size=2"]
+    reports = {}
+    for size, options in ((32, "fp32,foreach_adam"), (64, "fp32")):
+        out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_train.py"), "configs/default.yaml", *base,
+                              f"data.crop_size={size}", "--options", options, "--steps", "2", "--warmup", "1"],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        reports[size] = json.loads(out.stdout)
+    assert set(reports[32]["results"]) == {"fp32", "foreach_adam"}
+    for report in reports.values():
+        for r in report["results"].values():
+            assert r["seconds_per_step"] > 0 and r["peak_rss_gib"] > 0 and r["achieved_gflops_per_s"] > 0
+    # convolutions dominate: twice the side, four times the FLOPs (up to the few fixed-size layers)
+    ratio = reports[64]["model_flops_per_step"] / reports[32]["model_flops_per_step"]
+    assert 3.5 < ratio < 4.5

@@ -66,7 +66,7 @@ def test_checkpoint_describes_itself_and_rebuilds_generators(tiny_config):
     assert set(ckpt["state"]) == {"gen_ab", "gen_ba", "disc_a", "disc_b"}
     assert set(ckpt["optimizers"]) == {"gen", "disc"} and set(ckpt["schedulers"]) == {"gen", "disc"}
     assert {"scaler", "pools", "rng", "progress", "value_ranges"} <= set(ckpt)
-    assert ckpt["progress"] == {"step": 2, "epoch": 1, "batch_in_epoch": 0, "best_value": None}
+    assert ckpt["progress"] == {"step": 2, "epoch": 1, "batch_in_epoch": 0, "best_value": None, "world_size": 1}
     assert ckpt["value_ranges"]["b"] == [0.0, 65535.0]
     assert {"python", "numpy", "torch"} <= set(ckpt["rng"])
     gen = build_network(ckpt["networks"]["gen_ab"])  # from the file alone

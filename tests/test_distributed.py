@@ -18,6 +18,12 @@ from tb import scalars
 from test_train import overrides_of
 
 CHILD = Path(__file__).with_name("_ddp_child.py")
+# gloo on CPU by default; tools/gpu_check.sh sets "cuda" on machines with two GPUs (NCCL)
+DEVICE = os.environ.get("CYCLECMDA_TEST_DDP_DEVICE", "cpu")
+
+
+def overrides(cfg, **changes) -> list:
+    return overrides_of(cfg, run__device=DEVICE, **changes)
 
 
 def torchrun(nproc: int, args: list, module: bool = False) -> subprocess.CompletedProcess:
@@ -39,10 +45,10 @@ def test_two_ranks_of_batch_b_match_one_process_of_batch_2b_and_stay_identical(t
     common = dict(train__checkpoint_every=100, train__log_every=100, data__num_workers=1)
     ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
     ddp_out.mkdir(), one_out.mkdir()
-    ddp = torchrun(2, [str(ddp_out), *overrides_of(tiny_config, run__name="ddp", data__batch_size=2,
+    ddp = torchrun(2, [str(ddp_out), *overrides(tiny_config, run__name="ddp", data__batch_size=2,
                                                    train__max_steps=1, **common)])
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one = single([str(one_out), *overrides_of(tiny_config, run__name="one", data__batch_size=4,
+    one = single([str(one_out), *overrides(tiny_config, run__name="one", data__batch_size=4,
                                               train__max_steps=1, **common)])
     assert one.returncode == 0, one.stderr[-3000:]
     r0, r1 = (torch.load(ddp_out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -74,7 +80,7 @@ def test_two_ranks_of_batch_b_match_one_process_of_batch_2b_and_stay_identical(t
 
 def test_torchrun_cli_writes_once_from_rank_0_and_resumes_with_another_process_count(tiny_config):
     run_dir = Path(tiny_config.run.out_dir) / "cli"
-    args = overrides_of(tiny_config, run__name="cli", train__max_steps=3, train__checkpoint_every=3,
+    args = overrides(tiny_config, run__name="cli", train__max_steps=3, train__checkpoint_every=3,
                         train__image_every=3, data__num_workers=1)
     proc = torchrun(2, args, module=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -88,7 +94,7 @@ def test_torchrun_cli_writes_once_from_rank_0_and_resumes_with_another_process_c
 
     # the same run goes on in one process
     resumed = subprocess.run(
-        [sys.executable, "-m", "cyclecmda", "train", *overrides_of(tiny_config, run__name="cli", train__max_steps=5,
+        [sys.executable, "-m", "cyclecmda", "train", *overrides(tiny_config, run__name="cli", train__max_steps=5,
                                                                    train__checkpoint_every=5, train__resume="auto")],
         capture_output=True, text=True, timeout=300,
     )
@@ -106,3 +112,22 @@ def test_context_from_env():
         context_from_env({"RANK": "4", "WORLD_SIZE": "4"})
     with pytest.raises(CycleCMDAError, match="WORLD_SIZE='two'"):
         context_from_env({"WORLD_SIZE": "two"})
+
+
+def test_sync_batch_norm_is_batch_norm_in_one_process_and_refused_on_cpu_across_processes(tiny_config):
+    from dataclasses import replace
+
+    from torch import nn
+
+    from cyclecmda.distributed import convert_sync_batch_norm
+    from cyclecmda.errors import ConfigError
+    from cyclecmda.trainer import train
+
+    cfg = replace(tiny_config, model=replace(tiny_config.model, norm="sync_batch"))
+    result = train(cfg)
+    ckpt = load_checkpoint(result.checkpoint)
+    gen = build_network(ckpt["networks"]["gen_ab"])
+    gen.load_state_dict(ckpt["state"]["gen_ab"])  # plain BatchNorm2d layers, exportable as is
+    assert any(type(m) is nn.BatchNorm2d for m in gen.modules())
+    with pytest.raises(ConfigError, match="CUDA only; on CPU use model.norm=batch"):
+        convert_sync_batch_norm({"gen_ab": gen}, DistContext(rank=0, world_size=2), torch.device("cpu"))

@@ -8,13 +8,18 @@
 
 from cyclecmda.augment.albu import CycleGANTranslate, SynthesizeModality
 from cyclecmda.augment.core import ArtifactError, TranslatorArtifact, load_artifact
+from cyclecmda.augment.multimodal import CrossModalMixup, ModalityDropout, MultiModalCompose, Synthesis
 from cyclecmda.augment.tv import CycleGANTranslateV2
 
 __all__ = [
     "ArtifactError",
+    "CrossModalMixup",
     "CycleGANTranslate",
     "CycleGANTranslateV2",
+    "ModalityDropout",
+    "MultiModalCompose",
     "SynthesizeModality",
+    "Synthesis",
     "TranslatorArtifact",
     "load_artifact",
 ]

@@ -227,3 +227,29 @@ def test_batch_transforms_on_cuda_tensors():
     assert out["visible"].device.type == "cuda" and out["label"].shape == (8, 4)
     dropped = ModalityDropout({"visible": 0.5, "infrared": 0.5}, seed=0).batch(out)
     assert dropped["dropped"]["visible"].device.type == "cuda"
+
+
+def test_example_tool_builds_a_batch_and_a_picture(exported, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cyclecmda.demo import generate_demo_data
+
+    generate_demo_data(tmp_path / "demo", n_train=4, n_test=1, size=32)
+    tool = Path(__file__).parents[1] / "tools" / "multimodal_example.py"
+    out = subprocess.run([sys.executable, str(tool), "--artifact", str(exported / "a2b"), "--demo",
+                          str(tmp_path / "demo"), "--out", str(tmp_path / "grid.png"), "--n", "4", "--workers", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["batch"]["visible"]["shape"] == [4, 3, 28, 28]
+    assert report["batch"]["infrared"]["shape"] == [4, 1, 28, 28]
+    assert report["batch"]["segmentation"]["shape"] == [4, 28, 28]
+    lo, hi = report["translator_output_range"]  # raw counts of the thermal camera, noise aside
+    margin = 0.1 * (hi - lo)
+    assert lo - margin <= report["infrared_raw_range"][0] <= report["infrared_raw_range"][1] <= hi + margin
+    import cv2
+
+    grid = cv2.imread(str(tmp_path / "grid.png"))
+    assert grid is not None and grid.shape[0] > grid.shape[1] / 6 * 4 * 0.9  # 4 rows of 6 cells

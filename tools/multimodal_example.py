@@ -144,13 +144,14 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(picture(before, batch, ir_range, scale=3), cv2.COLOR_RGB2BGR))
 
+    kept = batch["infrared"][~batch["dropped"]["infrared"]]
     mixed = CrossModalMixup(["visible", "infrared"], alpha=0.4, num_classes=len(CLASS_NAMES),
                             masks=["segmentation"], seed=args.seed)(batch)
     print(json.dumps({
         "picture": str(args.out),
         "batch": {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
                   for k, v in batch.items() if torch.is_tensor(v)},
-        "infrared_raw_range": [float(batch["infrared"].min()), float(batch["infrared"].max())],
+        "infrared_raw_range": [float(kept.min()), float(kept.max())] if len(kept) else None,  # not dropped
         "translator_output_range": ir_range,
         "dropped": {k: v.tolist() for k, v in batch["dropped"].items()},
         "labels": [CLASS_NAMES[i] if i >= 0 else None for i in batch["label"].tolist()],

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda.config import LossConfig, ModelConfig
-from cyclecmda.errors import ConfigError
+from cyclecmda.images import convert_channels
 from cyclecmda.layers import init_weights
 from cyclecmda.losses import GANLoss, gradient_penalty
 from cyclecmda.models import create_discriminator, create_generator
@@ -35,23 +35,11 @@ def build_network(spec: Dict[str, Any]) -> nn.Module:
     return kind(spec["name"], **spec["args"])
 
 
-def check_identity(loss: LossConfig, channels_a: int, channels_b: int) -> None:
-    """Identity loss feeds B to gen_ab, so it needs equal channel counts."""
-    if loss.lambda_identity > 0 and channels_a != channels_b:
-        raise ConfigError(
-            f"loss.lambda_identity is {loss.lambda_identity} but the domains have different channel "
-            f"counts (data.a.channels={channels_a}, data.b.channels={channels_b}): the identity loss "
-            "compares an image with its own translation, which needs equal counts. "
-            "Set loss.lambda_identity=0 for this pair."
-        )
-
-
 class CycleGAN(nn.Module):
     """gen_ab: A -> B, gen_ba: B -> A, disc_a judges A images, disc_b judges B images."""
 
     def __init__(self, model: ModelConfig, loss: LossConfig, channels_a: int, channels_b: int) -> None:
         super().__init__()
-        check_identity(loss, channels_a, channels_b)
         self.specs = network_specs(model, channels_a, channels_b)
         self.gen_ab = build_network(self.specs["gen_ab"])
         self.gen_ba = build_network(self.specs["gen_ba"])
@@ -83,8 +71,9 @@ class CycleGAN(nn.Module):
         out["rec_a"] = self.gen_ba(out["fake_b"])
         out["rec_b"] = self.gen_ab(out["fake_a"])
         if identity:
-            out["idt_b"] = self.gen_ab(real_b)
-            out["idt_a"] = self.gen_ba(real_a)
+            # with different channel counts the input is matched first (luma or replication)
+            out["idt_b"] = self.gen_ab(convert_channels(real_b, real_a.shape[1]))
+            out["idt_a"] = self.gen_ba(convert_channels(real_a, real_b.shape[1]))
         return out
 
     def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors, Tensors]:

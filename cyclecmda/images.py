@@ -11,6 +11,7 @@ from typing import Union
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from cyclecmda.errors import DataError
@@ -22,6 +23,7 @@ except AttributeError:  # pragma: no cover - older OpenCV builds
     pass
 
 PathLike = Union[str, Path]
+LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
 
 # PIL mode -> (channels, bit depth); None marks modes we cannot convert.
 _PIL_MODES = {
@@ -126,9 +128,24 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
         return img
     if channels == 3:
         return np.repeat(img, 3, axis=2)
-    luma = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    luma = img.astype(np.float32) @ np.array(LUMA, dtype=np.float32)
     info = np.iinfo(img.dtype)
     return np.clip(np.rint(luma), info.min, info.max).astype(img.dtype)[:, :, None]
+
+
+def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, channels, H, W): luma for 3 -> 1, replication for 1 -> 3, alpha dropped."""
+    c = x.shape[1]
+    if c in (2, 4):
+        x, c = x[:, : c - 1], c - 1
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1)
+    if c == 3 and channels == 1:
+        weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * weights).sum(1, keepdim=True)
+    raise ValueError(f"cannot convert {c}-channel images to {channels} channels.")
 
 
 def write_image(path: PathLike, img: np.ndarray) -> Path:

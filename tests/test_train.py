@@ -151,10 +151,21 @@ def test_nan_loss_stops_naming_step_and_loss_and_keeps_last_good_checkpoint(tiny
     assert all(torch.isfinite(v).all() for v in ckpt["state"]["gen_ab"].values() if v.is_floating_point())
 
 
-def test_identity_loss_with_different_channels_is_refused(tiny_config):
+def test_identity_loss_with_different_channel_counts_matches_the_input_first(tiny_config):
     cfg = replace(tiny_config, loss=replace(tiny_config.loss, lambda_identity=0.5))
-    with pytest.raises(ConfigError, match=r"lambda_identity.*data\.a\.channels=3.*data\.b\.channels=1.*lambda_identity=0"):
-        Trainer(cfg)
+    trainer = Trainer(cfg)  # A: 3 channels, B: 1 channel
+    model = trainer.model
+    real_a, real_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        out = model.translate(real_a, real_b, identity=True)
+        # gen_ab keeps a thermal frame (replicated to RGB) as it is; gen_ba a visible frame's luma
+        torch.testing.assert_close(out["idt_b"], model.gen_ab(real_b.expand(-1, 3, -1, -1)))
+        luma = (real_a * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        torch.testing.assert_close(out["idt_a"], model.gen_ba(luma))
+    assert out["idt_b"].shape == real_b.shape and out["idt_a"].shape == real_a.shape
+    result = trainer.fit()
+    values = scalars(result.run_dir / "tb")
+    assert values["loss/idt_a"][2] > 0 and values["loss/idt_b"][2] > 0
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from cyclecmda.errors import CycleCMDAError
+from cyclecmda.images import convert_channels
 
 PathLike = Union[str, Path]
-_LUMA = (0.299, 0.587, 0.114)
 
 
 class ArtifactError(CycleCMDAError):
@@ -87,21 +87,6 @@ def unit_mapping(dtype: Union[np.dtype, torch.dtype], side: Dict) -> Tuple[float
     if name == "uint16":
         return tuple(side["value_range"]) if side["bit_depth"] == 16 else (0.0, 65535.0)  # type: ignore[return-value]
     raise ArtifactError(f"images of dtype {name} are not supported; use uint8, uint16 or float32 in [0, 1].")
-
-
-def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, channels, H, W): luma for 3 -> 1, replication for 1 -> 3, alpha dropped."""
-    c = x.shape[1]
-    if c in (2, 4):
-        x, c = x[:, : c - 1], c - 1
-    if c == channels:
-        return x
-    if c == 1 and channels == 3:
-        return x.expand(-1, 3, -1, -1)
-    if c == 3 and channels == 1:
-        weights = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * weights).sum(1, keepdim=True)
-    raise ArtifactError(f"cannot convert {c}-channel images to {channels} channels.")
 
 
 def translate_unit(

@@ -20,13 +20,19 @@ import numpy as np
 import torch
 
 from cyclecmda.augment.albu import translate_batch
-from cyclecmda.augment.core import load_artifact
+from cyclecmda.augment.core import load_artifact, unit_mapping
 
 __all__ = ["CrossModalMixup", "ModalityDropout", "MultiModalCompose", "Synthesis"]
 
 Sample = Dict[str, Any]
 KINDS = ("image", "mask")
 _RESERVED = ("image", "images", "mask", "masks", "bboxes", "keypoints", "volume", "volumes")
+
+
+def _worker_id() -> int:
+    """This process's DataLoader worker id, -1 in the main process."""
+    info = torch.utils.data.get_worker_info()
+    return info.id if info is not None else -1
 
 
 class _WorkerRng:
@@ -41,8 +47,7 @@ class _WorkerRng:
         self._worker: Optional[int] = None
 
     def get(self) -> np.random.Generator:
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else -1
+        worker = _worker_id()
         if self._rng is None or worker != self._worker:
             self._worker = worker
             self._rng = np.random.default_rng(None if self.seed is None else [self.seed, worker + 1])
@@ -94,13 +99,8 @@ class Synthesis:
 
 
 def _to_float(image: np.ndarray, side: Mapping[str, Any]) -> np.ndarray:
-    """An image as float32 in [0, 1] by the translator's input scaling (8/16-bit) or as is (float)."""
-    if image.dtype == np.uint8:
-        lo, hi = side["value_range"] if side["bit_depth"] == 8 else (0.0, 255.0)
-    elif image.dtype == np.uint16:
-        lo, hi = side["value_range"] if side["bit_depth"] == 16 else (0.0, 65535.0)
-    else:
-        return image.astype(np.float32)
+    """An image as float32 in [0, 1] by the translator's input scaling (as the translation transforms do)."""
+    lo, hi = unit_mapping(image.dtype, side)
     return np.clip((image.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
@@ -204,9 +204,8 @@ class MultiModalCompose:
             compose.set_random_seed(int(s))
 
     def __call__(self, **sample: Any) -> Sample:
-        info = torch.utils.data.get_worker_info()
-        if (info.id if info is not None else -1) != self._worker:
-            self._reseed(info.id if info is not None else -1)
+        if _worker_id() != self._worker:
+            self._reseed(_worker_id())
         missing = [n for n in self.modalities if n not in sample and n not in self.synthesize]
         if missing:
             raise KeyError(f"MultiModalCompose: the sample lacks {', '.join(missing)}; declared modalities: "

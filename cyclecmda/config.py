@@ -110,6 +110,11 @@ class LossConfig:
     lambda_b: float = 10.0
     lambda_identity: float = 0.5
     lambda_gp: float = 10.0
+    # Patch contrastive loss (PatchNCE) between each input and its translation, both directions:
+    # keeps content where the pixel cycle cannot (a lossy direction such as colour -> thermal).
+    lambda_nce: float = 0.0
+    nce_patches: int = 256  # positions sampled per feature map
+    nce_temperature: float = 0.07
     pool_size: int = 50
 
 
@@ -281,8 +286,10 @@ def _check_values(cfg: Config) -> None:
     if not 0 <= m.gen.dropout < 1:
         raise ConfigError(f"invalid value {m.gen.dropout!r} for 'model.gen.dropout'; it must be in [0, 1).")
     lo = cfg.loss
-    for key in ("lambda_a", "lambda_b", "lambda_identity", "lambda_gp"):
+    for key in ("lambda_a", "lambda_b", "lambda_identity", "lambda_gp", "lambda_nce"):
         positive(f"loss.{key}", getattr(lo, key), allow_zero=True)
+    positive("loss.nce_patches", lo.nce_patches)
+    positive("loss.nce_temperature", lo.nce_temperature)
     positive("loss.pool_size", lo.pool_size, allow_zero=True)
     positive("optim.lr", cfg.optim.lr)
     for key in ("beta1", "beta2"):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda.config import LossConfig, ModelConfig
+from cyclecmda.errors import ConfigError
 from cyclecmda.images import convert_channels
 from cyclecmda.layers import init_weights
-from cyclecmda.losses import GANLoss, gradient_penalty
+from cyclecmda.losses import GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
 from cyclecmda.models import create_discriminator, create_generator
 
 Tensors = Dict[str, torch.Tensor]
@@ -49,13 +50,31 @@ class CycleGAN(nn.Module):
             init_weights(net, model.init, model.init_gain)
         self.loss_cfg = loss
         self.gan = GANLoss(loss.gan_mode)
+        # loss.lambda_nce: one projector per generator's encoder (dual contrastive set-up: an input
+        # is embedded by its own generator, its translation by the generator that maps it back,
+        # so the two domains may have different channel counts)
+        self.projectors = nn.ModuleDict()
+        if loss.lambda_nce > 0:
+            for name in ("gen_ab", "gen_ba"):
+                gen = getattr(self, name)
+                if not hasattr(gen, "forward_features"):
+                    raise ConfigError(
+                        f"loss.lambda_nce needs a generator that exposes its encoder features (resnet_*); "
+                        f"model.gen.arch={model.gen.arch!r} does not. Use a resnet generator or loss.lambda_nce=0."
+                    )
+                self.projectors[name] = PatchProjector(gen.feature_channels())
 
     def networks(self) -> Dict[str, nn.Module]:
         return {"gen_ab": self.gen_ab, "gen_ba": self.gen_ba, "disc_a": self.disc_a, "disc_b": self.disc_b}
 
+    def auxiliary(self) -> Dict[str, nn.Module]:
+        """Trained modules that are not networks of the translator (the NCE projectors), by name."""
+        return {f"projector_{name}": p for name, p in self.projectors.items()}
+
     def generator_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.gen_ab.parameters()
         yield from self.gen_ba.parameters()
+        yield from self.projectors.parameters()
 
     def discriminator_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.disc_a.parameters()
@@ -67,14 +86,43 @@ class CycleGAN(nn.Module):
 
     def translate(self, real_a: torch.Tensor, real_b: torch.Tensor, identity: bool = False) -> Tensors:
         """Translations and reconstructions of both domains (and identity maps if asked)."""
-        out = {"fake_b": self.gen_ab(real_a), "fake_a": self.gen_ba(real_b)}
-        out["rec_a"] = self.gen_ba(out["fake_b"])
-        out["rec_b"] = self.gen_ab(out["fake_a"])
+        out, _ = self._translate(real_a, real_b, identity, features=False)
+        return out
+
+    def _translate(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, identity: bool, features: bool
+    ) -> Tuple[Tensors, Dict[str, List[torch.Tensor]]]:
+        """:meth:`translate`, and with ``features`` the encoder maps of each image passed through a
+        generator (real A and fake A by ``gen_ab``, real B and fake B by ``gen_ba``), by image name."""
+        feats: Dict[str, List[torch.Tensor]] = {}
+
+        def run(gen: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+            if not features:
+                return gen(x)
+            y, feats[name] = gen.forward_features(x)
+            return y
+
+        out = {"fake_b": run(self.gen_ab, real_a, "real_a"), "fake_a": run(self.gen_ba, real_b, "real_b")}
+        out["rec_a"] = run(self.gen_ba, out["fake_b"], "fake_b")
+        out["rec_b"] = run(self.gen_ab, out["fake_a"], "fake_a")
         if identity:
             # with different channel counts the input is matched first (luma or replication)
             out["idt_b"] = self.gen_ab(convert_channels(real_b, real_a.shape[1]))
             out["idt_a"] = self.gen_ba(convert_channels(real_a, real_b.shape[1]))
-        return out
+        return out, feats
+
+    def nce(self, feats: Dict[str, List[torch.Tensor]], real: str, fake: str) -> torch.Tensor:
+        """PatchNCE between a real image and its translation, averaged over the encoder layers.
+
+        The real image is embedded by the generator that translated it, the translation by the
+        one that maps it back (each generator's encoder reads its own input domain).
+        """
+        key_gen, query_gen = ("gen_ab", "gen_ba") if real == "real_a" else ("gen_ba", "gen_ab")
+        positions = PatchProjector.sample_positions(feats[real], self.loss_cfg.nce_patches)
+        keys = self.projectors[key_gen](feats[real], positions)
+        queries = self.projectors[query_gen](feats[fake], positions)
+        t = self.loss_cfg.nce_temperature
+        return torch.stack([patch_nce_loss(q, k, t) for q, k in zip(queries, keys)]).mean()
 
     def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors, Tensors]:
         """Generator loss with the discriminators' judgement; returns (total, losses, images).
@@ -83,13 +131,16 @@ class CycleGAN(nn.Module):
         """
         c = self.loss_cfg
         use_identity = c.lambda_identity > 0
-        images = self.translate(real_a, real_b, identity=use_identity)
+        images, feats = self._translate(real_a, real_b, use_identity, features=c.lambda_nce > 0)
         losses = {
             "gan_ab": self.gan.generator_loss(self.disc_b(images["fake_b"])),
             "gan_ba": self.gan.generator_loss(self.disc_a(images["fake_a"])),
             "cycle_a": F.l1_loss(images["rec_a"], real_a) * c.lambda_a,
             "cycle_b": F.l1_loss(images["rec_b"], real_b) * c.lambda_b,
         }
+        if feats:
+            losses["nce_a"] = self.nce(feats, "real_a", "fake_b") * c.lambda_nce
+            losses["nce_b"] = self.nce(feats, "real_b", "fake_a") * c.lambda_nce
         if use_identity:
             losses["idt_a"] = F.l1_loss(images["idt_a"], real_a) * c.lambda_a * c.lambda_identity
             losses["idt_b"] = F.l1_loss(images["idt_b"], real_b) * c.lambda_b * c.lambda_identity

@@ -1,14 +1,15 @@
-"""Adversarial losses and the WGAN-GP gradient penalty.
+"""Adversarial losses, the WGAN-GP gradient penalty and the patch contrastive (PatchNCE) loss.
 
 Cycle-consistency and identity losses are plain L1: ``torch.nn.functional.l1_loss``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cyclecmda.errors import ConfigError, did_you_mean
 
@@ -104,3 +105,48 @@ def gradient_penalty(
     )
     grad_norm = (grad.flatten(1) + 1e-16).norm(2, dim=1)
     return ((grad_norm - constant) ** 2).mean()
+
+
+class PatchProjector(nn.Module):
+    """Samples feature-map positions and projects each layer's features onto the unit sphere.
+
+    One two-layer MLP per feature layer (``channels`` lists their widths), as in contrastive
+    unpaired translation (Park et al., 2020). The same positions are used for a query image and
+    its key image, so that a position's positive is the same place in the other image.
+    """
+
+    def __init__(self, channels: Sequence[int], dim: int = 256) -> None:
+        super().__init__()
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(c, dim), nn.ReLU(), nn.Linear(dim, dim)) for c in channels)
+        for mlp in self.mlps:
+            for layer in (mlp[0], mlp[2]):
+                nn.init.normal_(layer.weight, 0.0, 0.02)
+                nn.init.zeros_(layer.bias)
+
+    @staticmethod
+    def sample_positions(feats: Sequence[torch.Tensor], n_patches: int) -> List[torch.Tensor]:
+        """Per layer, up to ``n_patches`` distinct flat positions (the same for the whole batch)."""
+        return [torch.randperm(f.shape[2] * f.shape[3], device=f.device)[:n_patches] for f in feats]
+
+    def forward(self, feats: Sequence[torch.Tensor], positions: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Per layer, (N, P, dim) unit vectors of the features at ``positions``."""
+        if len(feats) != len(self.mlps):
+            raise ValueError(f"PatchProjector has {len(self.mlps)} layers, got {len(feats)} feature maps")
+        out = []
+        for mlp, f, pos in zip(self.mlps, feats, positions):
+            picked = f.flatten(2)[:, :, pos].transpose(1, 2).float()  # (N, P, C)
+            out.append(F.normalize(mlp(picked).float(), dim=-1))
+        return out
+
+
+def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """InfoNCE over patches: each query patch must pick its own key among its image's patches.
+
+    ``query`` and ``key`` are (N, P, D) unit vectors at the same P positions. The positive of
+    query i is key i; the negatives are the image's other P - 1 keys. Keys carry no gradient.
+    Returns the mean cross-entropy over all N * P patches (log P for uninformative features).
+    """
+    key = key.detach()
+    logits = torch.bmm(query, key.transpose(1, 2)) / temperature  # (N, P, P); the diagonal holds the positives
+    target = torch.arange(query.shape[1], device=query.device).expand(query.shape[0], -1)
+    return F.cross_entropy(logits.flatten(0, 1), target.flatten())

@@ -203,7 +203,7 @@ class Trainer:
         # Each step's loss as one module over the networks it trains: under DDP their gradients are
         # averaged over the ranks, while the frozen discriminators of the generator step stay local.
         m = self.model
-        self.gen_objective: torch.nn.Module = Objective(m.generator_step, {"gen_ab": m.gen_ab, "gen_ba": m.gen_ba})
+        self.gen_objective: torch.nn.Module = Objective(m.generator_step, {"gen_ab": m.gen_ab, "gen_ba": m.gen_ba, **m.auxiliary()})
         self.disc_objective: torch.nn.Module = Objective(m.discriminator_step, {"disc_a": m.disc_a, "disc_b": m.disc_b})
         if self.dist.enabled:
             self.gen_objective = wrap_ddp(self.gen_objective, self.dist, self.device)
@@ -430,6 +430,7 @@ class Trainer:
             "config": to_dict(cfg),
             "networks": self.model.specs,
             "state": {name: net.state_dict() for name, net in self.model.networks().items()},
+            "auxiliary": {name: module.state_dict() for name, module in self.model.auxiliary().items()},
             "optimizers": {"gen": self.opt_gen.state_dict(), "disc": self.opt_disc.state_dict()},
             "schedulers": {"gen": self.sched_gen.state_dict(), "disc": self.sched_disc.state_dict()},
             "scaler": self.scaler.state_dict(),
@@ -475,6 +476,16 @@ class Trainer:
             )
         for name, net in self.model.networks().items():
             net.load_state_dict(ckpt["state"][name])
+        stored_aux, aux = ckpt.get("auxiliary", {}), self.model.auxiliary()
+        if set(stored_aux) != set(aux):
+            raise CheckpointError(
+                f"checkpoint '{path}' was trained with loss.lambda_nce={ckpt['config']['loss'].get('lambda_nce', 0.0)}, "
+                f"this config sets {self.cfg.loss.lambda_nce}: the contrastive projectors "
+                f"({', '.join(sorted(set(stored_aux) ^ set(aux)))}) exist in only one of them. "
+                "Resume with the config stored in the run folder (config.yaml)."
+            )
+        for name, module in aux.items():
+            module.load_state_dict(stored_aux[name])
         self.opt_gen.load_state_dict(ckpt["optimizers"]["gen"])
         self.opt_disc.load_state_dict(ckpt["optimizers"]["disc"])
         policy = self.sched_gen.lr_lambdas[0]

@@ -104,3 +104,21 @@ def test_bench_train_tool_counts_flops_that_scale_with_pixels(tiny_config):
     # convolutions dominate: twice the side, four times the FLOPs (up to the few fixed-size layers)
     ratio = reports[64]["model_flops_per_step"] / reports[32]["model_flops_per_step"]
     assert 3.5 < ratio < 4.5
+
+
+def test_downstream_check_tool_trains_the_three_arms_over_seeds(exported, tmp_path):
+    demo = tmp_path / "demo"
+    main(["demo-data", str(demo), "--n-train", "12", "--n-test", "8", "--size", "32"])
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "downstream_check.py"), "--artifact",
+                          str(exported / "a2b"), "--demo", str(demo), "--seeds", "0", "1", "2", "--epochs", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["train_images"] == 12 and report["test_set"].startswith(f"{demo}/testB (8 real thermal images")
+    assert set(report["results"]) == {"a_visible_gray", "b_translated", "c_thermal"}
+    for arm in report["results"].values():
+        accs = arm["accuracy_per_seed"]
+        assert len(accs) == 3 and all(a * 8 == pytest.approx(round(a * 8), abs=1e-3) for a in accs)  # k of 8 right
+        assert arm["accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-4)
+        assert arm["accuracy_sd"] == pytest.approx(np.std(accs, ddof=1), abs=1e-4)
+        assert arm["accuracy_sem"] == pytest.approx(arm["accuracy_sd"] / 3**0.5, abs=1e-4)

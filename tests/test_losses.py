@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cyclecmda.errors import ConfigError
-from cyclecmda.losses import GAN_MODES, GANLoss, gradient_penalty
+from cyclecmda.losses import GAN_MODES, GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
 
 
 def full(value: float, shape=(2, 1, 4, 4), dtype=torch.float32) -> torch.Tensor:
@@ -129,3 +129,41 @@ def test_gradient_penalty_with_a_conv_critic():
     # every conv weight gets a finite gradient (biases do not shape d D / d x, so need none)
     weights = [p for p in disc.parameters() if p.dim() == 4]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in weights)
+
+
+def test_patch_nce_loss_matches_a_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(2, 5, 8, generator=g), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(2, 5, 8, generator=g), dim=-1)
+    expected = []
+    for n in range(2):
+        for i in range(5):
+            logits = [float(q[n, i] @ k[n, j]) / 0.07 for j in range(5)]
+            expected.append(-logits[i] + math.log(sum(math.exp(v) for v in logits)))
+    assert patch_nce_loss(q, k, 0.07).item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+
+
+def test_patch_nce_loss_extremes_and_gradients():
+    eye = torch.eye(16).expand(3, -1, -1)  # every patch distinct: its own key is found with certainty
+    # each row: the positive scores 1/T, the 15 orthogonal negatives 0
+    assert patch_nce_loss(eye, eye, 0.07).item() == pytest.approx(math.log(1 + 15 * math.exp(-1 / 0.07)), rel=2e-2)
+    same = torch.nn.functional.normalize(torch.ones(3, 16, 4), dim=-1)  # nothing tells patches apart
+    assert patch_nce_loss(same, same, 0.07).item() == pytest.approx(math.log(16))
+    q, k = eye.clone().requires_grad_(True), eye.clone().requires_grad_(True)
+    patch_nce_loss(q * 0.5, k, 0.07).backward()
+    assert q.grad is not None and k.grad is None  # keys are targets, not trained through this loss
+
+
+def test_patch_projector_picks_the_same_positions_in_every_image():
+    proj = PatchProjector([4, 6], dim=8)
+    feats = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
+    positions = PatchProjector.sample_positions(feats, 10)
+    assert [len(p) for p in positions] == [10, 10] and len(set(positions[0].tolist())) == 10
+    out = proj(feats, positions)
+    assert [o.shape for o in out] == [(2, 10, 8), (2, 10, 8)]
+    torch.testing.assert_close(out[0].norm(dim=-1), torch.ones(2, 10))
+    # a position's vector depends only on the features there
+    row, col = divmod(int(positions[1][3]), 4)
+    alone = proj.mlps[1](feats[1][:, :, row, col])
+    torch.testing.assert_close(out[1][:, 3], torch.nn.functional.normalize(alone, dim=-1))
+    assert len(PatchProjector.sample_positions([torch.zeros(1, 1, 2, 2)], 10)[0]) == 4  # all there are

@@ -332,3 +332,13 @@ def test_init_weights_orthogonal():
 def test_init_weights_unknown_scheme():
     with pytest.raises(ConfigError, match="normal, xavier, kaiming, orthogonal"):
         init_weights(nn.Conv2d(1, 1, 1), "uniform")
+
+
+@pytest.mark.parametrize("n_blocks", [0, 2])
+def test_resnet_forward_features_gives_the_output_and_the_encoder_maps(n_blocks):
+    gen = ResnetGenerator(3, 1, ngf=4, n_blocks=n_blocks).eval()
+    x = torch.randn(2, 3, 32, 32)
+    out, feats = gen.forward_features(x)
+    torch.testing.assert_close(out, gen(x))
+    assert [f.shape[1] for f in feats] == gen.feature_channels()
+    assert [f.shape[2] for f in feats] == [32, 16, 8] + ([8] if n_blocks else [])

@@ -9,7 +9,7 @@ rebuilds it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -207,6 +207,24 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.up(self.blocks(self.down(self.stem(x)))))
+
+    def feature_channels(self) -> List[int]:
+        """Widths of the maps :meth:`forward_features` returns."""
+        widths = [self.config["ngf"] * 2**i for i in range(self.n_downsampling + 1)]
+        return widths + widths[-1:] if len(self.blocks) else widths
+
+    def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """The output and the encoder's maps: the stem, each downsampling and the first residual block."""
+        h = self.stem(x)
+        feats = [h]
+        for layer in self.down:
+            h = layer(h)
+            feats.append(h)
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if i == 0:
+                feats.append(h)
+        return self.head(self.up(h)), feats
 
 
 class UnetGenerator(nn.Module):

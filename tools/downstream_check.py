@@ -9,7 +9,7 @@ The same small classifier is trained three ways and tested on real thermal (B) t
     python tools/downstream_check.py [--artifact checkpoints/quickstart/export/a2b] [--demo data/demo]
                                      [--seeds 0 1 2 3 4 5 6 7 8 9] [--epochs 20]
 
-Without an artifact, the quickstart translator is trained first (a few minutes). Prints JSON with
+Without an artifact, the quickstart translator is trained first (about six minutes). Prints JSON with
 each arm's accuracy per seed, mean, standard deviation over seeds and standard error of the mean.
 A classifier trained on one domain and tested on another is erratic: the same training images
 give accuracies from about 0.2 to 0.6 depending on the seed, so compare arms by their means over

@@ -111,16 +111,15 @@ class CycleGAN(nn.Module):
             out["idt_a"] = self.gen_ba(convert_channels(real_a, real_b.shape[1]))
         return out, feats
 
-    def nce(self, feats: Dict[str, List[torch.Tensor]], real: str, fake: str) -> torch.Tensor:
-        """PatchNCE between a real image and its translation, averaged over the encoder layers.
+    def nce(self, real: List[torch.Tensor], fake: List[torch.Tensor], real_gen: str, fake_gen: str) -> torch.Tensor:
+        """PatchNCE between a real image's encoder maps and its translation's, averaged over layers.
 
-        The real image is embedded by the generator that translated it, the translation by the
-        one that maps it back (each generator's encoder reads its own input domain).
+        ``real`` comes from ``real_gen`` (the generator that translated it), ``fake`` from
+        ``fake_gen`` (the one that maps it back): each generator's encoder reads its own input domain.
         """
-        key_gen, query_gen = ("gen_ab", "gen_ba") if real == "real_a" else ("gen_ba", "gen_ab")
-        positions = PatchProjector.sample_positions(feats[real], self.loss_cfg.nce_patches)
-        keys = self.projectors[key_gen](feats[real], positions)
-        queries = self.projectors[query_gen](feats[fake], positions)
+        positions = PatchProjector.sample_positions(real, self.loss_cfg.nce_patches)
+        keys = self.projectors[real_gen](real, positions)
+        queries = self.projectors[fake_gen](fake, positions)
         t = self.loss_cfg.nce_temperature
         return torch.stack([patch_nce_loss(q, k, t) for q, k in zip(queries, keys)]).mean()
 
@@ -139,8 +138,8 @@ class CycleGAN(nn.Module):
             "cycle_b": F.l1_loss(images["rec_b"], real_b) * c.lambda_b,
         }
         if feats:
-            losses["nce_a"] = self.nce(feats, "real_a", "fake_b") * c.lambda_nce
-            losses["nce_b"] = self.nce(feats, "real_b", "fake_a") * c.lambda_nce
+            losses["nce_a"] = self.nce(feats["real_a"], feats["fake_b"], "gen_ab", "gen_ba") * c.lambda_nce
+            losses["nce_b"] = self.nce(feats["real_b"], feats["fake_a"], "gen_ba", "gen_ab") * c.lambda_nce
         if use_identity:
             losses["idt_a"] = F.l1_loss(images["idt_a"], real_a) * c.lambda_a * c.lambda_identity
             losses["idt_b"] = F.l1_loss(images["idt_b"], real_b) * c.lambda_b * c.lambda_identity

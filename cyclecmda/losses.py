@@ -134,7 +134,7 @@ class PatchProjector(nn.Module):
             raise ValueError(f"PatchProjector has {len(self.mlps)} layers, got {len(feats)} feature maps")
         out = []
         for mlp, f, pos in zip(self.mlps, feats, positions):
-            picked = f.flatten(2)[:, :, pos].transpose(1, 2).float()  # (N, P, C)
+            picked = f.flatten(2)[:, :, pos].transpose(1, 2)  # (N, P, C)
             out.append(F.normalize(mlp(picked).float(), dim=-1))
         return out
 

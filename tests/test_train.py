@@ -223,6 +223,37 @@ def test_cuda_training_steps(tiny_config, precision):
     result = train(cfg)
     values = scalars(result.run_dir / "tb")
     assert "perf/peak_mem_gb" in values and all(torch.isfinite(torch.tensor(v)) for v in values["loss/gen"].values())
+    resumed = train(_with(cfg, max_steps=3, resume="auto"))  # a CUDA checkpoint continues on CUDA
+    assert resumed.step == 3 and set(scalars(resumed.run_dir / "tb")["loss/gen"]) == {1, 2, 3}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_training_steps_never_wait_for_the_gpu(tiny_config, precision):
+    """Between logging steps the host queues work and never synchronises (fp16's grad scaler must)."""
+    import warnings
+
+    cfg = replace(tiny_config, run=replace(tiny_config.run, device="cuda"),
+                  data=replace(tiny_config.data, num_workers=2, pin_memory=True),
+                  loss=replace(tiny_config.loss, lambda_identity=0.5, lambda_nce=1.0, pool_size=2),
+                  train=replace(tiny_config.train, precision=precision, channels_last=True))
+    trainer = Trainer(cfg)
+    batches = (batch for _ in range(100) for batch in trainer.loader)
+    for _ in range(3):  # warm-up: cuDNN autotuning and the image pools filling may synchronise
+        trainer._track(trainer.train_step(next(batches)))
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(3):
+                trainer._track(trainer.train_step(next(batches)))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    trainer.close()
+    syncs = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)]
+    assert not syncs, "\n".join(syncs)
 
 
 def _with(cfg, **train_changes):

@@ -1,6 +1,7 @@
 """Training step speed, peak memory and FLOPs of a config, option by option. Prints JSON.
 
     python tools/bench_train.py CONFIG [key=value ...] [--options fp32,bf16,...] [--steps 10] [--warmup 3]
+                                [--timeout SECONDS]
 
 Each option set runs in a fresh process (so peak memory is its own) on synthetic images of the
 config's crop size, channels and bit depth: the networks, losses, optimizers and image pools are
@@ -132,6 +133,8 @@ def main() -> None:
                         help=f"comma-separated option sets: {', '.join(OPTIONS)}")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile needs a few)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds allowed per option set (compile included); one that runs over is reported as an error")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -152,10 +155,14 @@ def main() -> None:
             overrides = args.overrides + base + OPTIONS[name] + [f"run.name=bench{i}"]
             job = {"overrides": overrides, "count_flops": flops is None and "train.compile=true" not in OPTIONS[name]}
             env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-            proc = subprocess.run(
-                [sys.executable, __file__, args.config, "--child", json.dumps(job), "--steps", str(args.steps),
-                 "--warmup", str(args.warmup)], capture_output=True, text=True, env=env,
-            )
+            try:
+                proc = subprocess.run(
+                    [sys.executable, __file__, args.config, "--child", json.dumps(job), "--steps", str(args.steps),
+                     "--warmup", str(args.warmup)], capture_output=True, text=True, env=env, timeout=args.timeout,
+                )
+            except subprocess.TimeoutExpired:
+                results[name] = {"error": f"did not finish within --timeout {args.timeout:g} s"}
+                continue
             if proc.returncode != 0:
                 results[name] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
                 continue

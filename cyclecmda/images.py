@@ -143,8 +143,8 @@ def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     if c == 1 and channels == 3:
         return x.expand(-1, 3, -1, -1)
     if c == 3 and channels == 1:
-        weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * weights).sum(1, keepdim=True)
+        # Python-scalar weights: no host-to-device copy, so no wait for the GPU inside a training step
+        return x[:, 0:1] * LUMA[0] + x[:, 1:2] * LUMA[1] + x[:, 2:3] * LUMA[2]
     raise ValueError(f"cannot convert {c}-channel images to {channels} channels.")
 
 

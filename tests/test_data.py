@@ -11,7 +11,7 @@ from PIL import Image
 from cyclecmda.config import load_config
 from cyclecmda.data import ResumableSampler, UnpairedDataset, build_dataset, build_loader, list_images
 from cyclecmda.errors import DataError
-from cyclecmda.images import probe_image, read_image, to_channels, write_image
+from cyclecmda.images import convert_channels, probe_image, read_image, to_channels, write_image
 from conftest import make_images
 
 
@@ -232,3 +232,15 @@ def test_skip_mode_skips_and_counts_with_a_warning(rgb8_dir, gray8_dir):
         items = [ds[i] for i in range(len(ds))]
     assert all(not item["a_path"].endswith("img_001.png") for item in items)
     assert len(ds.a.skipped) == 2 and any("img_001.png" in str(w.message) for w in caught)
+
+
+def test_tensor_channel_conversion_matches_the_array_conversion():
+    """The networks' 3 <-> 1 conversion (identity loss, augmentation) agrees with the loader's BT.601 luma."""
+    rgb = np.random.default_rng(0).integers(0, 65536, (8, 8, 3)).astype(np.uint16)
+    x = torch.from_numpy(rgb.astype(np.float32) / 65535).permute(2, 0, 1)[None]
+    gray = convert_channels(x, 1)
+    assert gray.shape == (1, 1, 8, 8)
+    expected = torch.from_numpy(to_channels(rgb, 1)[:, :, 0].astype(np.float32) / 65535)
+    torch.testing.assert_close(gray[0, 0], expected, atol=1 / 65535, rtol=0)
+    assert convert_channels(gray, 3).shape == (1, 3, 8, 8)
+    assert torch.equal(convert_channels(torch.ones(1, 4, 2, 2), 3), torch.ones(1, 3, 2, 2))  # alpha dropped

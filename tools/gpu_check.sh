@@ -24,7 +24,7 @@ stage() {  # stage NAME SECONDS_NEEDED COMMAND: run COMMAND under a timeout of w
     return
   fi
   local t0=$SECONDS
-  timeout "$(left)" bash -c "$cmd"
+  timeout "$(left)" bash -o pipefail -c "$cmd"
   echo "== $name: exit $? after $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
 }
 bench() {  # bench BATCH OPTIONS SECONDS_PER_OPTION FILE

@@ -7,12 +7,13 @@
 #    and bf16+channels_last+compile at batch 1 and 8;
 # 3. the quickstart config trained on the GPU, timed as a user runs it;
 # 4. the 2-process DDP test over NCCL when two GPUs exist.
-# Results land in OUT_DIR (default: gpu_check/). SECONDS (default 540) bounds the whole script:
+# Results land in OUT_DIR (default: gpu_check/). SECONDS (default 1200) bounds the whole script:
 # a stage that would not fit in what is left is skipped and says so.
 set -uo pipefail
 out=${1:-gpu_check}
-budget=${2:-540}
+budget=${2:-1200}
 mkdir -p "$out"
+: > "$out/summary.txt"
 start=$SECONDS
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 

@@ -106,6 +106,21 @@ def test_bench_train_tool_counts_flops_that_scale_with_pixels(tiny_config):
     assert 3.5 < ratio < 4.5
 
 
+def test_bench_vs_reference_tool_pairs_the_two_steps():
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_vs_reference.py"), "--size", "32", "--pairs", "2",
+                          "--options", "fp32,bf16", "--steps", "1", "--warmup", "0"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert len(report["pairs"]) == 2
+    for pair in report["pairs"]:
+        for name in ("fp32", "bf16"):
+            assert pair[name]["ratio"] == round(pair[name]["seconds_per_step"] / pair["reference"]["seconds_per_step"], 3)
+    fp32 = report["summary"]["fp32"]
+    assert fp32["min_ratio"] <= fp32["median_ratio"] <= fp32["max_ratio"]
+    assert report["summary"]["reference"]["max_peak_rss_gib"] > 0
+
+
 def test_downstream_check_tool_trains_the_three_arms_over_seeds(exported, tmp_path):
     demo = tmp_path / "demo"
     main(["demo-data", str(demo), "--n-train", "12", "--n-test", "8", "--size", "32"])

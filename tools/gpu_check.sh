@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the training stack, as one script (for a machine with CUDA):
-#   bash tools/gpu_check.sh [OUT_DIR] [SECONDS]
+#   bash tools/gpu_check.sh [OUT_DIR] [SECONDS]    (from the repository root, cyclecmda importable)
 # 1. the CUDA-marked tests (training in fp32/bf16/fp16 and resuming on CUDA, no host
 #    synchronisation between logging steps, augmentation on CUDA tensors);
 # 2. tools/bench_train.py at 256x256 (resnet_9blocks, ngf 64) for fp32, bf16, bf16+channels_last
@@ -15,6 +15,7 @@ budget=${2:-1200}
 mkdir -p "$out"
 : > "$out/summary.txt"
 start=$SECONDS
+repo=$(pwd)
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 
 left() { echo $((budget - (SECONDS - start))); }
@@ -33,19 +34,18 @@ bench() {  # bench BATCH OPTIONS SECONDS_PER_OPTION FILE
     --options "$2" --steps 20 --warmup 5 --timeout "$3" > "$out/$4" 2> "$out/$4.err"
   cat "$out/$4"
 }
-quickstart() {  # the quickstart config as a user runs it, on the GPU, in a scratch folder
-  local qs=/tmp/gpu_check_quickstart
-  rm -rf "$qs"
-  python3 -m cyclecmda train configs/quickstart.yaml run.device=cuda run.out_dir="$qs/runs" \
-    data.demo_dir="$qs/demo" data.a.root="$qs/demo/trainA" data.a.test_root="$qs/demo/testA" \
-    data.b.root="$qs/demo/trainB" data.b.test_root="$qs/demo/testB" > "$out/quickstart.log" 2>&1
+quickstart() {  # the quickstart config as a user runs it (from an empty folder), on the GPU
+  local qs=/tmp/gpu_check_quickstart log
+  log="$(cd "$out" && pwd)/quickstart.log"
+  rm -rf "$qs" && mkdir -p "$qs"
+  (cd "$qs" && python3 -m cyclecmda train "$repo/configs/quickstart.yaml" run.device=cuda) > "$log" 2>&1
   local rc=$?
-  grep -vE "^step [0-9]+/" "$out/quickstart.log" | tail -6
-  grep -E "^step (500|1000|1500)/" "$out/quickstart.log"
+  grep -vE "^step [0-9]+/" "$log" | tail -6
+  grep -E "^step (500|1000|1500)/" "$log"
   return $rc
 }
 export -f bench quickstart
-export out
+export out repo
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())" \

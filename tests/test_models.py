@@ -270,6 +270,32 @@ def test_get_norm_layer():
     assert not use_conv_bias("batch") and not use_conv_bias("sync_batch")
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 12, 10), (8, 12, 10)])
+def test_instance_norm_matches_torch_instance_norm_in_value_and_gradient(shape):
+    # on CPU it computes through group norm; values and gradients must be torch's instance norm
+    ours, ref = get_norm_layer("instance")(8), nn.InstanceNorm2d(8)
+    x = (torch.randn(*shape, dtype=torch.float64) * 3 + 1).requires_grad_()
+    grad = torch.randn(*shape, dtype=torch.float64)
+    y = ours(x)
+    if x.dim() == 4:  # the group-norm path is the one taken
+        assert type(y.grad_fn).__name__ == "NativeGroupNormBackward0"
+    (gx,) = torch.autograd.grad(y, x, grad)
+    (gx_ref,) = torch.autograd.grad(ref(x), x, grad)
+    torch.testing.assert_close(y, ref(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="3D or 4D"):
+        ours(torch.randn(8, 4))
+
+
+def test_instance_norm_exports_as_plain_instance_norm():
+    norm = get_norm_layer("instance")(4)
+    x = torch.randn(1, 4, 6, 6)
+    assert "aten::group_norm" in str(torch.jit.trace(lambda t: nn.functional.group_norm(t, 4), x).graph)
+    for graph in (torch.jit.script(norm).graph, torch.jit.trace(norm, x).graph):
+        assert "instance_norm" in str(graph) and "group_norm" not in str(graph)
+    torch.testing.assert_close(torch.jit.script(norm)(x), nn.InstanceNorm2d(4)(x))
+
+
 @pytest.mark.parametrize("mode", ["transpose", "resize_conv"])
 @pytest.mark.parametrize("kernel_size", [3, 4])
 def test_make_upsample_doubles_size(mode, kernel_size):

@@ -287,6 +287,7 @@ def test_instance_norm_matches_torch_instance_norm_in_value_and_gradient(shape):
         ours(torch.randn(8, 4))
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*:FutureWarning", "ignore::torch.jit.TracerWarning")
 def test_instance_norm_exports_as_plain_instance_norm():
     norm = get_norm_layer("instance")(4)
     x = torch.randn(1, 4, 6, 6)

@@ -46,8 +46,8 @@ def _unknown(kind: str, name: str, valid: Tuple[str, ...]) -> ConfigError:
 class InstanceNorm2d(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` without affine or running statistics. On CPU it runs as group norm
     with one channel per group: the same normalization (equal to float rounding), whose CPU
-    kernels make a CycleGAN training step about 3 to 5 % faster (``docs/benchmarks.md``). Scripted, traced
-    and ONNX exports keep the plain instance norm."""
+    kernels make a CycleGAN training step about 3 to 5 % faster (``docs/benchmarks.md``).
+    Scripted, traced and ONNX exports keep the plain instance norm."""
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__(num_features, eps=eps, affine=False, track_running_stats=False)
@@ -55,7 +55,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
         x = input if input.dim() == 4 else input.unsqueeze(0)
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting():  # its own branch: TorchScript then never compiles the checks below
             out = F.instance_norm(x, eps=self.eps)
         elif input.device.type == "cpu" and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
             out = F.group_norm(x, x.shape[1], eps=self.eps)

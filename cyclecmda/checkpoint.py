@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
+import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ from cyclecmda import __version__
 from cyclecmda.errors import CycleCMDAError
 
 FORMAT = "cyclecmda.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: progress counted in samples; no scheduler states
 PathLike = Union[str, Path]
 
 
@@ -23,29 +25,47 @@ class CheckpointError(CycleCMDAError):
     """A checkpoint file is missing, unreadable, or not a cyclecmda checkpoint."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (the previous one is kept)."""
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """Write to a temporary file beside `path`, flush, fsync, then rename over `path`.
 
     A crash at any moment leaves either the previous file or the new one, never a partial one.
+    A failed write (disk full, read-only file system) raises :class:`CheckpointWriteError`
+    naming the file and the cause, and leaves the previous file as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointWriteError(f"cannot write '{path}': {_write_failure(exc)}") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_failure(exc: BaseException) -> str:
+    """The operating system's reason for a failed write (torch wraps it in its own RuntimeError)."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:
@@ -103,14 +123,72 @@ def _tuples(value: Any) -> Any:
 
 def step_checkpoints(run_dir: PathLike) -> List[Path]:
     """The run's ``step_<N>.pt`` files, oldest step first."""
-    found = []
-    for p in Path(run_dir).glob("step_*.pt"):
-        m = re.fullmatch(r"step_(\d+)\.pt", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
+    found = [(checkpoint_step(p), p) for p in Path(run_dir).glob("step_*.pt")]
+    return [p for n, p in sorted((n, p) for n, p in found if n is not None)]
 
 
-def prune_step_checkpoints(run_dir: PathLike, keep_last: int) -> None:
-    for p in step_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else step_checkpoints(run_dir):
+def prune_step_checkpoints(run_dir: PathLike, keep_last: int, keep: Optional[Path] = None) -> None:
+    """Delete all but the newest ``keep_last`` step files, and never ``keep``."""
+    files = step_checkpoints(run_dir)
+    for p in files[:-keep_last] if keep_last > 0 else files:
+        if keep is None or p != keep:
+            p.unlink(missing_ok=True)
+
+
+def point_latest(target: Path, latest: Path) -> Path:
+    """Make ``latest`` the same file as ``target`` (a hard link, or a copy), atomically."""
+    tmp = latest.with_name(f".{latest.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(target, tmp)
+        except OSError:
+            shutil.copyfile(target, tmp)
+        os.replace(tmp, latest)
+    except OSError as exc:
+        raise CheckpointWriteError(f"cannot write '{latest}': {_write_failure(exc)}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return latest
+
+
+def checkpoint_step(path: Path) -> Optional[int]:
+    """N of a ``step_<N>.pt`` file name (None for other names)."""
+    m = re.fullmatch(r"step_(\d+)\.pt", path.name)
+    return int(m.group(1)) if m else None
+
+
+# What atomic_torch_save and save_config leave behind when a process dies mid-write.
+_TEMPORARY = re.compile(r"\.(latest|best|step_\d+)\.pt\.(\d+)\.tmp|config\.yaml\.tmp")
+
+
+def remove_stale_temporaries(run_dir: PathLike) -> List[Path]:
+    """Delete the temporary files that interrupted saves left in a run folder; return them.
+
+    Only this package's own names are touched, and not those of another process still running.
+    """
+    removed = []
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMPORARY.fullmatch(p.name)
+        if not m or not p.is_file():
+            continue
+        pid = int(m.group(2)) if m.group(2) else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
         p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

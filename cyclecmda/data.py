@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
 from cyclecmda.errors import DataError
 from cyclecmda.images import convertible, probe_image, read_image, to_channels
+from cyclecmda.stopping import shield_worker
 
 
 def list_images(root: str, extensions: Sequence[str], key: str = "root") -> List[Path]:
@@ -350,7 +351,11 @@ class ResumableSampler(Sampler[Tuple[int, int]]):
 def build_loader(
     dataset: UnpairedDataset, cfg: DataConfig, sampler: Sampler[Any], drop_last: bool = True, pin_memory: bool = False
 ) -> DataLoader:
-    """DataLoader with the config's batch size and workers (kept alive across epochs)."""
+    """DataLoader with the config's batch size and workers (kept alive across epochs).
+
+    Workers outlive a job's SIGINT / SIGTERM, so the training process can finish its step and
+    save (:mod:`cyclecmda.stopping`); it shuts them down itself.
+    """
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -359,5 +364,6 @@ def build_loader(
         pin_memory=pin_memory,
         drop_last=drop_last,
         persistent_workers=cfg.num_workers > 0,
+        worker_init_fn=shield_worker if cfg.num_workers > 0 else None,
         generator=torch.Generator(),  # leaves the global torch RNG (image pools, dropout) alone
     )

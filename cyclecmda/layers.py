@@ -46,8 +46,9 @@ def _unknown(kind: str, name: str, valid: Tuple[str, ...]) -> ConfigError:
 class InstanceNorm2d(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` without affine or running statistics. On CPU it runs as group norm
     with one channel per group: the same normalization (equal to float rounding), whose CPU
-    kernels make a CycleGAN training step about 3 to 5 % faster (``docs/benchmarks.md``).
-    Scripted, traced and ONNX exports keep the plain instance norm."""
+    kernels make a CycleGAN training step about 3 to 5 % faster (``docs/benchmarks.md``), except
+    in float16, whose CPU group-norm gradients overflow where instance norm's do not. Scripted,
+    traced and ONNX exports keep the plain instance norm."""
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__(num_features, eps=eps, affine=False, track_running_stats=False)
@@ -57,7 +58,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         x = input if input.dim() == 4 else input.unsqueeze(0)
         if torch.jit.is_scripting():  # its own branch: TorchScript then never compiles the checks below
             out = F.instance_norm(x, eps=self.eps)
-        elif input.device.type == "cpu" and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        elif (input.device.type == "cpu" and input.dtype != torch.float16
+              and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())):
+            # not fp16: the CPU group-norm kernels overflow in the double backward of wgangp's penalty
             out = F.group_norm(x, x.shape[1], eps=self.eps)
         else:
             out = F.instance_norm(x, eps=self.eps)

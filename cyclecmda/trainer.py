@@ -7,14 +7,10 @@ Reads top to bottom: ``Trainer.__init__`` sets everything up, ``fit`` runs
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 import resource
-import shutil
-import signal
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -28,12 +24,16 @@ from cyclecmda.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     atomic_torch_save,
+    checkpoint_step,
     load_checkpoint,
+    point_latest,
     prune_step_checkpoints,
+    remove_stale_temporaries,
     rng_state,
     set_rng_state,
+    step_checkpoints,
 )
-from cyclecmda.config import Config, DataConfig, OptimConfig, TrainConfig, save_config, to_dict, to_yaml
+from cyclecmda.config import Config, DataConfig, save_config, to_dict, to_yaml
 from cyclecmda.cyclegan import CycleGAN
 from cyclecmda.data import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
 from cyclecmda.distributed import (
@@ -46,8 +46,12 @@ from cyclecmda.distributed import (
 )
 from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
 from cyclecmda.evaluate import compute_metrics, load_test_images
+from cyclecmda.files import ensure_writable_dir
 from cyclecmda.image_pool import ImagePool
 from cyclecmda.monitor import Monitor, NullMonitor, StepTimer, image_grid
+from cyclecmda.optim import adam, restore_optimizer
+from cyclecmda.progress import LRSchedule, Progress, RunPlan
+from cyclecmda.stopping import StopRequest, blocked_stop_signals
 
 Callback = Callable[["Trainer"], None]
 
@@ -86,14 +90,6 @@ def pick_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
     return device
 
 
-def adam_kernels(optim: OptimConfig, device: torch.device) -> Dict[str, bool]:
-    """Adam's implementation flags for ``optim.implementation`` (``auto``: fused on CUDA and CPU)."""
-    impl = optim.implementation
-    if impl == "auto":
-        impl = "fused" if device.type in ("cuda", "cpu") else "foreach"
-    return {"fused": impl == "fused", "foreach": impl == "foreach"} if impl != "for_loop" else {"foreach": False}
-
-
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     """The seed of a rank other than 0 (its image pool and dropout draw their own numbers)."""
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
@@ -109,28 +105,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     elif torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
-
-
-class LRPolicy:
-    """Learning-rate factor of a step: linear (constant, then linear to 0), cosine, step, constant."""
-
-    def __init__(self, optim: OptimConfig, train: TrainConfig, steps_per_epoch: int, total_steps: int) -> None:
-        self.policy = optim.lr_policy
-        self.constant_steps = train.n_epochs * steps_per_epoch
-        self.decay_steps = train.n_epochs_decay * steps_per_epoch
-        self.step_every = optim.lr_step_epochs * steps_per_epoch
-        self.total_steps = total_steps
-
-    def __call__(self, step: int) -> float:
-        if self.policy == "linear":
-            if step < self.constant_steps or self.decay_steps == 0:
-                return 1.0
-            return max(0.0, 1.0 - (step - self.constant_steps) / self.decay_steps)
-        if self.policy == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / max(self.total_steps, 1)))
-        if self.policy == "step":
-            return 0.1 ** (step // max(self.step_every, 1))
-        return 1.0
 
 
 def ensure_demo_data(cfg: DataConfig) -> None:
@@ -152,6 +126,8 @@ class Trainer:
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
         self.dist = context_from_env()
         self.device = pick_device(cfg.run.device, self.dist)
+        if self.dist.is_main:  # before any work: a run that cannot save must not start
+            ensure_writable_dir(self.run_dir, "run.out_dir / run.name")
         self._owns_process_group = init_process_group(self.dist, self.device)
         seed_everything(cfg.run.seed, cfg.run.deterministic)
 
@@ -162,16 +138,13 @@ class Trainer:
         self.dataset = build_dataset(cfg.data, seed=cfg.run.seed)
         self.sampler = ResumableSampler(len(self.dataset), shuffle=True, seed=cfg.run.seed,
                                         rank=self.dist.rank, world_size=self.dist.world_size)
-        self.steps_per_epoch = self.sampler.per_rank() // cfg.data.batch_size
-        if self.steps_per_epoch == 0:
+        self.plan = RunPlan(len(self.dataset), cfg.data.batch_size, self.dist.world_size, cfg.train)
+        if self.plan.steps_per_epoch == 0:
             raise DataError(
-                f"data.batch_size ({cfg.data.batch_size}) is larger than the {self.sampler.per_rank()} images each of "
+                f"data.batch_size ({cfg.data.batch_size}) is larger than the {self.plan.per_rank} images each of "
                 f"{self.dist.world_size} process(es) gets from the dataset ({len(self.dataset)} images); "
                 "lower data.batch_size."
             )
-        epochs_steps = (cfg.train.n_epochs + cfg.train.n_epochs_decay) * self.steps_per_epoch
-        self.total_steps = min(cfg.train.max_steps or epochs_steps, epochs_steps) if epochs_steps else cfg.train.max_steps
-        assert self.total_steps is not None
         self.loader = build_loader(self.dataset, cfg.data, self.sampler, pin_memory=cfg.data.pin_memory and self.device.type == "cuda")
 
         # model, optimizers, precision
@@ -186,12 +159,8 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         if t.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        adam = {"lr": cfg.optim.lr, "betas": (cfg.optim.beta1, cfg.optim.beta2), **adam_kernels(cfg.optim, self.device)}
-        self.opt_gen = torch.optim.Adam(self.model.generator_parameters(), **adam)
-        self.opt_disc = torch.optim.Adam(self.model.discriminator_parameters(), **adam)
-        policy = LRPolicy(cfg.optim, t, self.steps_per_epoch, self.total_steps)
-        self.sched_gen = torch.optim.lr_scheduler.LambdaLR(self.opt_gen, policy)
-        self.sched_disc = torch.optim.lr_scheduler.LambdaLR(self.opt_disc, policy)
+        self.opt_gen = adam(self.model.generator_parameters(), cfg.optim, self.device)
+        self.opt_disc = adam(self.model.discriminator_parameters(), cfg.optim, self.device)
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.pools = {"a": ImagePool(cfg.loss.pool_size), "b": ImagePool(cfg.loss.pool_size)}
@@ -211,11 +180,9 @@ class Trainer:
             if self.dist.rank:  # after building: the networks start equal, the pools draw differently
                 seed_everything(rank_seed(cfg.run.seed, self.dist.rank), cfg.run.deterministic)
 
-        # progress
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.stop_reason: Optional[str] = None  # the signal that asked this process to stop
+        # progress and what follows from it: the end of the run, the learning rate
+        self.progress = Progress()
+        self.stop = StopRequest()
         self.stopping = False  # agreed by every rank: stop after this step
         self._sum_count = 0
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -223,6 +190,7 @@ class Trainer:
         self._loss_names: List[str] = []
         self._sum_vec = torch.zeros(0, device=self.device)
         self.resumed_from: Optional[Path] = None
+        self._saved_step: Optional[int] = None  # the step of latest.pt, once known
         self.last_values: Dict[str, float] = {}
 
         self.best_value: Optional[float] = None
@@ -233,6 +201,10 @@ class Trainer:
                 "or choose another run.name or run.out_dir for a new one."
             )
         rng = self.load(resume_from) if resume_from is not None else None
+        self.plan.align(self.progress)
+        self.total_steps = self.plan.total_steps(self.progress)
+        self.schedule = LRSchedule(cfg.optim, t, self.plan.planned_epochs(self.progress))
+        self.schedule.apply((self.opt_gen, self.opt_disc), self.plan.epochs_done(self.progress))
         self.samples = self._fixed_samples() if self.dist.is_main else {}
         self.eval_images, self.extractor = self._eval_setup() if self.dist.is_main else ({}, None)
         if rng is not None:  # last, so that building anything above draws nothing from the restored RNGs
@@ -240,6 +212,10 @@ class Trainer:
                 set_rng_state(rng)
             else:  # only rank 0's states are stored
                 seed_everything(rank_seed(cfg.run.seed, self.dist.rank, self.step), cfg.run.deterministic)
+
+    @property
+    def step(self) -> int:
+        return self.progress.step
 
     # --- set-up helpers -------------------------------------------------------------------
 
@@ -321,11 +297,6 @@ class Trainer:
         scaler.scale(disc_total).backward()
         scaler.step(self.opt_disc)
         scaler.update()
-        with warnings.catch_warnings():
-            # fp16: a step the grad scaler skipped (overflow) is expected, not a misuse
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            self.sched_gen.step()
-            self.sched_disc.step()
         return {**gen_losses, **disc_losses}
 
     def _track(self, values: Dict[str, torch.Tensor]) -> None:
@@ -352,12 +323,43 @@ class Trainer:
             return
         assert self._bad_mask is not None
         names = [_tag(n) for n, b in zip(self._loss_names, self._bad_mask.tolist()) if b] or ["a loss on another rank"]
+        # the losses of step N come from the weights after step N - 1
+        raise TrainingDiverged(f"{', '.join(names)} became NaN/Inf at step {bad_step}; " + self._diverged(bad_step - 1))
+
+    def _check_state_finite(self) -> None:
+        """Raise TrainingDiverged if a parameter, buffer or optimizer moment is NaN/Inf (a host sync)."""
+        tensors = [t for module in (*self.model.networks().values(), *self.model.auxiliary().values())
+                   for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+        tensors += [t for opt in (self.opt_gen, self.opt_disc) for state in opt.state.values()
+                    for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim()]
+        bad = torch.stack([torch.isfinite(t).all() for t in tensors]).logical_not().any().to(torch.int32)
+        if self.dist.max_(bad.reshape(1)).item():
+            raise TrainingDiverged(f"the weights became NaN/Inf by step {self.step}; " + self._diverged(self.step))
+
+    def _diverged(self, bad_weights: int) -> str:
+        """The rest of a divergence message: which checkpoint is the last good one.
+
+        The weights after step ``bad_weights`` gave NaN/Inf; a checkpoint of that step or later is
+        not good. latest.pt is pointed back at the newest earlier step file, if one is left.
+        """
         latest = self.run_dir / "latest.pt"
-        kept = f"the last good checkpoint is {latest}" if latest.is_file() else "no checkpoint was written yet"
-        raise TrainingDiverged(
-            f"{', '.join(names)} became NaN/Inf at step {bad_step}; training stopped and {kept} (left untouched). "
-            "Try a lower optim.lr, train.precision=fp32, or another loss.gan_mode."
-        )
+        hint = "Try a lower optim.lr, train.precision=fp32, or another loss.gan_mode."
+        if not self.dist.is_main:
+            return "training stopped. " + hint
+        good = [p for p in step_checkpoints(self.run_dir) if (checkpoint_step(p) or 0) < bad_weights]
+        saved = self._latest_step()
+        if saved is None:
+            kept = "no checkpoint was written yet"
+        elif saved < bad_weights:
+            kept = f"the last good checkpoint is {latest} (step {saved}), left untouched"
+        elif good:
+            point_latest(good[-1], latest)
+            kept = (f"the checkpoint of step {saved} holds the weights that gave it, so {latest} now points to the "
+                    f"last good one, {good[-1]} (step {checkpoint_step(good[-1])})")
+        else:
+            kept = (f"{latest} (step {saved}) holds the weights that gave it and no earlier checkpoint is left; "
+                    "start a new run")
+        return f"training stopped and {kept}. {hint}"
 
     # --- logging --------------------------------------------------------------------------
 
@@ -370,7 +372,8 @@ class Trainer:
         values["lr/gen"] = self.opt_gen.param_groups[0]["lr"]
         values["lr/disc"] = self.opt_disc.param_groups[0]["lr"]
         values.update(timer.lap(steps, steps * self.cfg.data.batch_size * self.dist.world_size))
-        values["perf/epoch"] = self.epoch + self.batch_in_epoch / self.steps_per_epoch
+        values["perf/epoch"] = self.plan.epochs_done(self.progress)
+        values["perf/samples"] = float(self.progress.samples)
         if self.device.type == "cuda":
             values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         values["perf/peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -395,15 +398,17 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, monitor: Monitor) -> Dict[str, float]:
-        """Metrics on the held-out set, logged under eval/; best.pt follows train.best_metric (rank 0)."""
+        """Metrics on the held-out set, logged under eval/; best.pt follows train.best_metric (rank 0).
+
+        In fp32 whatever the training precision, so the values equal ``cyclecmda evaluate``'s.
+        """
         t = self.cfg.train
         self.check_finite()  # on every rank, before rank 0 may write best.pt
         if not self.dist.is_main:
             return {}
         self.model.eval()
-        with self._autocast():
-            metrics = compute_metrics({"a2b": self.model.gen_ab, "b2a": self.model.gen_ba}, self.eval_images,
-                                      paired=t.eval_paired, extractor=self.extractor, device=self.device)
+        metrics = compute_metrics({"a2b": self.model.gen_ab, "b2a": self.model.gen_ba}, self.eval_images,
+                                  paired=t.eval_paired, extractor=self.extractor, device=self.device)
         self.model.train()
         values = {f"eval/{k}": v for k, v in metrics.items()}
         monitor.scalars(self.step, values)
@@ -432,11 +437,10 @@ class Trainer:
             "state": {name: net.state_dict() for name, net in self.model.networks().items()},
             "auxiliary": {name: module.state_dict() for name, module in self.model.auxiliary().items()},
             "optimizers": {"gen": self.opt_gen.state_dict(), "disc": self.opt_disc.state_dict()},
-            "schedulers": {"gen": self.sched_gen.state_dict(), "disc": self.sched_disc.state_dict()},
             "scaler": self.scaler.state_dict(),
             "pools": {k: p.state_dict() for k, p in self.pools.items()},
-            "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                         "best_value": self.best_value, "world_size": self.dist.world_size},
+            "progress": {**self.progress.state_dict(), "best_value": self.best_value,
+                         "world_size": self.dist.world_size, "batch_size": self.cfg.data.batch_size},
             "value_ranges": {
                 "a": [self.dataset.a.value_range.lo, self.dataset.a.value_range.hi],
                 "b": [self.dataset.b.value_range.lo, self.dataset.b.value_range.hi],
@@ -446,24 +450,42 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Write step_<N>.pt and latest.pt atomically, then prune old step files (rank 0 writes)."""
+        """Write step_<N>.pt and latest.pt atomically, then prune old step files (rank 0 writes).
+
+        Only finite weights are written, after finite losses. Pruning keeps the newest step file
+        before this one too: its weights have been seen to give finite losses, this one's not yet.
+        """
         self.check_finite()
+        self._check_state_finite()
         latest = self.run_dir / "latest.pt"
         if not self.dist.is_main:
             return latest
-        step_path = atomic_torch_save(self.state_dict(), self.run_dir / f"step_{self.step}.pt")
-        tmp = self.run_dir / f".latest.pt.{os.getpid()}.tmp"
+        previous = [p for p in step_checkpoints(self.run_dir) if (checkpoint_step(p) or 0) < self.step]
         try:
-            os.link(step_path, tmp)
-        except OSError:
-            shutil.copyfile(step_path, tmp)
-        os.replace(tmp, latest)
-        prune_step_checkpoints(self.run_dir, self.cfg.train.keep_last)
+            step_path = atomic_torch_save(self.state_dict(), self.run_dir / f"step_{self.step}.pt")
+            point_latest(step_path, latest)
+        except CheckpointError as exc:
+            saved = self._latest_step()
+            kept = f"{latest} (step {saved})" if saved is not None else "none yet"
+            raise CheckpointError(f"{exc}; training stopped at step {self.step}, last checkpoint kept: {kept}.") from None
+        self._saved_step = self.step
+        prune_step_checkpoints(self.run_dir, self.cfg.train.keep_last, keep=previous[-1] if previous else None)
         return latest
 
-    def load(self, path: Path) -> Dict[str, Any]:
-        """Continue from a checkpoint: networks, optimizers, schedulers, scaler, pools, position.
+    def _latest_step(self) -> Optional[int]:
+        """The step of the run folder's latest.pt (None if there is none)."""
+        latest = self.run_dir / "latest.pt"
+        if not latest.is_file():
+            return None
+        if self._saved_step is None:
+            self._saved_step = int(load_checkpoint(latest)["progress"]["step"])
+        return self._saved_step
 
+    def load(self, path: Path) -> Dict[str, Any]:
+        """Continue from a checkpoint: networks, optimizers, scaler, pools, progress.
+
+        The optimizers keep their moments but take the configured learning rate and betas; the
+        schedule and the end of the run follow from the progress and the config.
         Returns the stored RNG states, which the caller restores once set-up is complete.
         """
         ckpt = load_checkpoint(path)
@@ -486,33 +508,21 @@ class Trainer:
             )
         for name, module in aux.items():
             module.load_state_dict(stored_aux[name])
-        self.opt_gen.load_state_dict(ckpt["optimizers"]["gen"])
-        self.opt_disc.load_state_dict(ckpt["optimizers"]["disc"])
-        policy = self.sched_gen.lr_lambdas[0]
-        configured = dict(policy.__dict__)
-        self.sched_gen.load_state_dict(ckpt["schedulers"]["gen"])
-        self.sched_disc.load_state_dict(ckpt["schedulers"]["disc"])
-        policy.__dict__.update(configured)  # the configured schedule, not the one stored with the run
+        restore_optimizer(self.opt_gen, ckpt["optimizers"]["gen"])
+        restore_optimizer(self.opt_disc, ckpt["optimizers"]["disc"])
         if ckpt["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         for k, pool in self.pools.items():
             pool.load_state_dict(ckpt["pools"][k])
-        progress = ckpt["progress"]
-        self.step, self.epoch, self.batch_in_epoch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
-        stored_world = int(progress.get("world_size", 1))
-        if stored_world != self.dist.world_size:  # the same share of the epoch, split over the new ranks
-            self.batch_in_epoch = self.batch_in_epoch * stored_world // self.dist.world_size
-        self.best_value = progress.get("best_value")
+        stored = ckpt["progress"]
+        self.progress = Progress.from_checkpoint(stored, int(ckpt["config"]["data"]["batch_size"]))
+        self.best_value = stored.get("best_value")
         self.last_values = dict(ckpt.get("metrics", {}))
-        if self.batch_in_epoch >= self.steps_per_epoch:  # the batch size or dataset changed since
-            warnings.warn(
-                f"resuming at batch {self.batch_in_epoch} of an epoch that now has {self.steps_per_epoch} "
-                "batches (data.batch_size or the dataset changed): continuing with the next epoch", stacklevel=2
-            )
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self.dataset.a.value_range = ValueRange(*ckpt["value_ranges"]["a"])
         self.dataset.b.value_range = ValueRange(*ckpt["value_ranges"]["b"])
         self.resumed_from = path
+        if path.resolve() == (self.run_dir / "latest.pt").resolve():
+            self._saved_step = self.progress.step
         return ckpt["rng"]
 
     # --- the loop ------------------------------------------------------------------------
@@ -520,11 +530,11 @@ class Trainer:
     def _poll_stop(self) -> bool:
         """Whether to stop after this step: a signal arrived (agreed across ranks every few steps)."""
         if not self.dist.enabled:
-            self.stopping = self.stop_reason is not None
-        elif self.step % STOP_POLL_EVERY == 0 or self.step >= self.total_steps:
-            if self.dist.agree_any(self.stop_reason is not None, self.device):
+            self.stopping = self.stop.reason is not None
+        elif self.step % STOP_POLL_EVERY == 0 or self.plan.finished(self.progress):
+            if self.dist.agree_any(self.stop.reason is not None, self.device):
                 self.stopping = True
-                self.stop_reason = self.stop_reason or "a signal to another rank"
+                self.stop.reason = self.stop.reason or "a signal to another rank"
         return self.stopping
 
     def close(self) -> None:
@@ -537,73 +547,69 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         main = self.dist.is_main
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in remove_stale_temporaries(self.run_dir):
+                print(f"removed {stale}, left by an interrupted save", file=sys.stderr)
             save_config(cfg, self.run_dir / "config.yaml")
         monitor: Any = Monitor(self.run_dir / "tb", self.total_steps, start_step=self.step) if main else NullMonitor()
         if self.step:
-            monitor.message(f"resuming from {self.resumed_from} at step {self.step} (epoch {self.epoch})")
+            monitor.message(f"resuming from {self.resumed_from} at step {self.step} "
+                            f"(epoch {self.plan.epochs_done(self.progress):.2f} of {self.plan.epochs or 'unlimited'})")
         monitor.text("config", "    " + to_yaml(cfg).replace("\n", "\n    "), self.step)
         self.model.train()
         timer, logged_at = StepTimer(), self.step
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def request_stop(signum: int, _frame: Any) -> None:
-            self.stop_reason = signal.Signals(signum).name
-
-        for s in previous:
-            signal.signal(s, request_stop)
+        optimizers = (self.opt_gen, self.opt_disc)
         try:
-            while self.step < self.total_steps and not self.stopping:
-                self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * cfg.data.batch_size)
-                steps_before = self.step
-                for batch in self.loader:
-                    self._track(self.train_step(batch))
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    if self.batch_in_epoch == self.steps_per_epoch:
-                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                    if self.step % t.log_every == 0 or self.step == self.total_steps:
-                        self._log(monitor, timer, self.step - logged_at)
-                        logged_at = self.step
-                    if self.step % t.image_every == 0 and main:
-                        self.log_images(monitor)
-                    if t.eval_every and self.step % t.eval_every == 0:
-                        self.validate(monitor)
-                    if self.step % t.checkpoint_every == 0:
-                        self.save()
-                    for callback in self.callbacks:
-                        callback(self)
-                    if self._poll_stop() or self.step >= self.total_steps:
-                        break
-                if self.step == steps_before and not self.stopping:
-                    raise DataError(f"epoch {self.epoch} yielded no batch (dataset {len(self.dataset)}, "
-                                    f"batch size {cfg.data.batch_size}, starting at batch {self.batch_in_epoch}).")
-            if self.step > logged_at:
-                self._log(monitor, timer, self.step - logged_at)
-            if self.step % t.image_every != 0 and main:
-                self.log_images(monitor)
-            if t.eval_every and self.step % t.eval_every != 0 and not self.stopping:
-                self.validate(monitor)
-            checkpoint = self.save()
-            interrupted = self.stopping
-            if interrupted:
-                monitor.message(
-                    f"stopped by {self.stop_reason} at step {self.step}; checkpoint saved to {checkpoint}. "
-                    f"Resume with: cyclecmda train {self.run_dir / 'config.yaml'} train.resume=auto"
-                )
-            elif main:
-                if t.export_on_finish:
-                    from cyclecmda.export import export_checkpoint
+            with self.stop:
+                while not self.plan.finished(self.progress) and not self.stopping:
+                    self.sampler.set_epoch(self.progress.epoch, start=self.plan.rank_start(self.progress))
+                    steps_before = self.step
+                    with blocked_stop_signals():  # workers start shielded from the job's signals
+                        batches = iter(self.loader)
+                    for batch in batches:
+                        self._track(self.train_step(batch))
+                        self.plan.advance(self.progress)
+                        self.schedule.apply(optimizers, self.plan.epochs_done(self.progress))
+                        finished = self.plan.finished(self.progress)
+                        if self.step % t.log_every == 0 or finished:
+                            self._log(monitor, timer, self.step - logged_at)
+                            logged_at = self.step
+                        if self.step % t.image_every == 0 and main:
+                            self.log_images(monitor)
+                        if t.eval_every and self.step % t.eval_every == 0:
+                            self.validate(monitor)
+                        if self.step % t.checkpoint_every == 0:
+                            self.save()
+                        for callback in self.callbacks:
+                            callback(self)
+                        if self._poll_stop() or finished:
+                            break
+                    if self.step == steps_before and not self.stopping:
+                        raise DataError(f"epoch {self.progress.epoch} yielded no batch (dataset {len(self.dataset)}, "
+                                        f"batch size {cfg.data.batch_size}, starting at sample {self.progress.position}).")
+                if self.step > logged_at:
+                    self._log(monitor, timer, self.step - logged_at)
+                if self.step % t.image_every != 0 and main:
+                    self.log_images(monitor)
+                if t.eval_every and self.step % t.eval_every != 0 and not self.stopping:
+                    self.validate(monitor)
+                checkpoint = self.save()
+                interrupted = self.stopping
+                if interrupted:
+                    monitor.message(
+                        f"stopped by {self.stop.reason} at step {self.step}; checkpoint saved to {checkpoint}. "
+                        f"Resume with: cyclecmda train {self.run_dir / 'config.yaml'} train.resume=auto"
+                    )
+                elif main:
+                    if t.export_on_finish:
+                        from cyclecmda.export import export_checkpoint
 
-                    folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats)
-                    monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
-                monitor.hparams(_hparams(cfg), {f"final/{k.replace('/', '_')}": v for k, v in self.last_values.items()
-                                                if k.startswith(("loss/", "disc/"))})
-            self.dist.barrier()  # the other ranks wait for rank 0's checkpoint and export
+                        folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats)
+                        monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
+                    monitor.hparams(_hparams(cfg), {f"final/{k.replace('/', '_')}": v
+                                                    for k, v in self.last_values.items() if k.startswith(("loss/", "disc/"))})
+                self.dist.barrier()  # the other ranks wait for rank 0's checkpoint and export
             return TrainResult(self.run_dir, self.step, checkpoint, interrupted, dict(self.last_values))
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             monitor.close()
 
 

@@ -3,14 +3,16 @@
 Cluster schedulers (``timeout``, SLURM, Kubernetes, ``docker stop``) send SIGTERM to every
 process of a job, DataLoader workers included, and Ctrl-C sends SIGINT to the whole foreground
 process group. The training process records the request and stops at the next step boundary;
-its workers must live until then, so they ignore SIGINT and the first SIGTERM (the training
-process shuts them down itself, and a second SIGTERM still ends a worker).
+its workers must live until then, so they ignore SIGINT, and SIGTERM unless the training
+process itself sends it (as it does to shut down a worker that does not stop by itself).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
 from types import FrameType, TracebackType
 from typing import Any, Dict, Iterator, Optional, Type
 
@@ -52,12 +54,20 @@ def blocked_stop_signals() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _first_sigterm(signum: int, _frame: Optional[FrameType]) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the next one ends the worker
+def _exit_on_parent_sigterm() -> None:
+    """Take this process's SIGTERMs; end it on one sent by its parent, drop the others."""
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == os.getppid():
+            os._exit(0)
 
 
 def shield_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: ignore SIGINT and the first SIGTERM, then take signals."""
+    """DataLoader ``worker_init_fn``: ignore SIGINT, and SIGTERM unless the parent sends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _first_sigterm)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if hasattr(signal, "sigwaitinfo"):  # Linux and most Unixes: tell who sent a SIGTERM
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the thread below inherits it
+        threading.Thread(target=_exit_on_parent_sigterm, name="sigterm", daemon=True).start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    else:  # a SIGTERM ends the worker as before
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,30 +79,42 @@ def test_two_ranks_of_batch_b_match_one_process_of_batch_2b_and_stay_identical(t
         assert (outputs[0] - outputs[2]).abs().max() > 1e-3, net
 
 
-def test_torchrun_cli_writes_once_from_rank_0_and_resumes_with_another_process_count(tiny_config):
+def test_torchrun_cli_writes_once_from_rank_0_and_resumes_with_another_process_count(tiny_config, image_factory):
     run_dir = Path(tiny_config.run.out_dir) / "cli"
-    args = overrides(tiny_config, run__name="cli", train__max_steps=3, train__checkpoint_every=3,
-                        train__image_every=3, data__num_workers=1)
+    eight = image_factory("a8", n=8, channels=3, dtype=np.uint8)
+    schedule = dict(data__a__root=eight, data__batch_size=1, train__n_epochs=1, train__n_epochs_decay=1)
+    args = overrides(tiny_config, run__name="cli", train__max_steps=2, train__checkpoint_every=2,
+                     train__image_every=2, data__num_workers=1, **schedule)
     proc = torchrun(2, args, module=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.count("finished at step 3") == 1  # rank 0 reports, rank 1 stays quiet
+    assert proc.stderr.count("finished at step 2") == 1  # rank 0 reports, rank 1 stays quiet
     assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1
     ckpt = load_checkpoint(run_dir / "latest.pt")
-    assert ckpt["progress"]["world_size"] == 2 and ckpt["progress"]["step"] == 3
+    assert ckpt["progress"]["world_size"] == 2 and ckpt["progress"]["step"] == 2
+    assert ckpt["progress"]["position"] == 4 and ckpt["progress"]["samples"] == 4  # 2 steps of 2 processes
     logged = scalars(run_dir / "tb")
-    assert sorted(logged["loss/gen"]) == [1, 2, 3]
-    assert logged["perf/images_per_s"][3] > 0
+    assert sorted(logged["loss/gen"]) == [1, 2]
+    assert logged["perf/images_per_s"][2] > 0
+    assert logged["perf/epoch"][2] == pytest.approx(0.5)
 
-    # the same run goes on in one process
+    # the same run goes on in one process: the other half of epoch 0 (4 steps), then the decay epoch (8)
     resumed = subprocess.run(
-        [sys.executable, "-m", "cyclecmda", "train", *overrides(tiny_config, run__name="cli", train__max_steps=5,
-                                                                   train__checkpoint_every=5, train__resume="auto")],
+        [sys.executable, "-m", "cyclecmda", "train", *overrides(tiny_config, run__name="cli", train__max_steps="null",
+                                                                   train__checkpoint_every=100, train__resume="auto",
+                                                                   **schedule)],
         capture_output=True, text=True, timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "at step 3" in resumed.stderr and "finished at step 5" in resumed.stderr
+    assert "at step 2" in resumed.stderr and "finished at step 14" in resumed.stderr
     ckpt = load_checkpoint(run_dir / "latest.pt")
-    assert ckpt["progress"]["world_size"] == 1 and ckpt["progress"]["step"] == 5
+    assert ckpt["progress"]["world_size"] == 1 and ckpt["progress"]["step"] == 14
+    assert ckpt["progress"]["samples"] == 16 and ckpt["progress"]["epoch"] == 2
+    logged = scalars(run_dir / "tb")
+    for step in range(3, 15):
+        epochs = (4 + step - 2) / 8
+        lr = 2e-4 * (1.0 if epochs <= 1 else 2 - epochs)  # constant for epoch 0, linear to 0 over epoch 1
+        assert logged["perf/epoch"][step] == pytest.approx(epochs, rel=1e-6), step
+        assert logged["lr/gen"][step] == pytest.approx(lr, rel=1e-6, abs=1e-12), step
 
 
 def test_context_from_env():

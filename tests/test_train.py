@@ -90,23 +90,33 @@ def test_keep_last_prunes_step_files(tiny_config):
 
 
 def test_kill_and_resume_gives_the_same_losses(tiny_config, tmp_path):
-    n = 3  # 5 images / batch 2 = 2 steps an epoch: the kill lands mid-epoch
-    straight = overrides_of(tiny_config, run__name="straight", train__max_steps=2 * n, train__checkpoint_every=n)
+    """Everything random resumes: the data order, full image pools swapping, the contrastive
+    loss's patch draws and dropout (5 images, batch 2: the kill lands mid-epoch)."""
+    n = 3
+    random_parts = dict(loss__pool_size=2, loss__lambda_nce=1.0, loss__nce_patches=16, model__gen__dropout=0.5,
+                        train__max_steps=2 * n, train__checkpoint_every=n)
+    straight = overrides_of(tiny_config, run__name="straight", **random_parts)
     assert run_child(straight).returncode == 0
-    crashy = overrides_of(tiny_config, run__name="crashy", train__max_steps=2 * n, train__checkpoint_every=n,
-                          train__resume="auto")
+    crashy = overrides_of(tiny_config, run__name="crashy", train__resume="auto", **random_parts)
     killed = run_child(["--kill-at", str(n + 1), *crashy])
     assert killed.returncode == -9  # SIGKILL after step n + 1, checkpoint of step n on disk
-    assert load_checkpoint(Path(tiny_config.run.out_dir) / "crashy" / "latest.pt")["progress"]["step"] == n
+    at_kill = load_checkpoint(Path(tiny_config.run.out_dir) / "crashy" / "latest.pt")
+    assert at_kill["progress"]["step"] == n
+    assert all(at_kill["pools"][k]["size"] == 2 for k in ("a", "b"))  # full: every later query may swap
     resumed = run_child(crashy)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from" in resumed.stderr and f"at step {n}" in resumed.stderr
+    assert "resuming from" in resumed.stderr and f"at step {n}" in resumed.stderr
     a = scalars(Path(tiny_config.run.out_dir) / "straight" / "tb")
     b = scalars(Path(tiny_config.run.out_dir) / "crashy" / "tb")
-    for tag in ("loss/gen", "loss/cycle_a", "loss/cycle_b", "loss/disc_a", "loss/disc_b", "lr/gen"):
+    for tag in ("loss/gen", "loss/cycle_a", "loss/cycle_b", "loss/nce_a", "loss/nce_b", "loss/disc_a",
+                "loss/disc_b", "disc/a_fake", "disc/b_fake", "lr/gen"):
         for step in range(n + 1, 2 * n + 1):
             assert b[tag][step] == pytest.approx(a[tag][step], abs=1e-5, rel=0), (tag, step)
-    assert load_checkpoint(Path(tiny_config.run.out_dir) / "crashy" / "latest.pt")["progress"]["step"] == 2 * n
+    final = {name: load_checkpoint(Path(tiny_config.run.out_dir) / name / "latest.pt") for name in ("straight", "crashy")}
+    assert final["crashy"]["progress"]["step"] == 2 * n
+    for k in ("a", "b"):
+        torch.testing.assert_close(final["crashy"]["pools"][k]["images"], final["straight"]["pools"][k]["images"])
+        assert not torch.equal(final["crashy"]["pools"][k]["images"], at_kill["pools"][k]["images"])  # swaps happened
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])

@@ -62,6 +62,60 @@ def test_strength_blends_original_and_translation(exported):
         CycleGANTranslate(exported / "a2b", strength=(0.9, 0.1))
 
 
+def observed_strength(out, img, full):
+    """(s, misfit): the blend weight with ``out = img + s * (full - img)`` (least squares), and the
+    largest pixel error of that fit. Images are float in [0, 1], so nothing is rounded."""
+    out, img, full = (np.asarray(x, np.float64) for x in (out, img, full))
+    d = full - img
+    s = float(((out - img) * d).sum() / (d * d).sum())
+    return s, float(np.abs(img + s * d - out).max())
+
+
+def full_a2b(artifact, img: torch.Tensor) -> torch.Tensor:
+    """The a2b generator's translation of float RGB images (N, 3, H, W) in [0, 1], gray replicated to RGB."""
+    with torch.no_grad():
+        y = ((artifact(img * 2 - 1) + 1) / 2).clamp(0, 1)
+    return y.expand(-1, 3, -1, -1)
+
+
+def test_strength_range_draws_a_blend_inside_it_per_call(exported):
+    img = np.random.default_rng(2).random((32, 40, 3)).astype(np.float32)
+    full = full_a2b(load_artifact(exported / "a2b"), torch.from_numpy(img).permute(2, 0, 1)[None])[0]
+    full = full.permute(1, 2, 0).numpy()
+    assert np.abs(full - img).mean() > 0.05  # the translation is far from the input: s is well defined
+    lo, hi = 0.3, 0.6
+    drawn = []
+    for seed in range(24):
+        out = A.Compose([CycleGANTranslate(exported / "a2b", strength=(lo, hi))], seed=seed)(image=img)["image"]
+        s, misfit = observed_strength(out, img, full)
+        assert misfit < 1e-5, f"seed {seed}: not a blend of the input and its translation"
+        drawn.append(s)
+    assert lo - 1e-6 <= min(drawn) and max(drawn) <= hi + 1e-6, drawn
+    assert len({round(s, 4) for s in drawn}) >= 20  # a new strength per call
+    assert min(drawn) < lo + (hi - lo) / 4 and max(drawn) > hi - (hi - lo) / 4  # the whole range is used
+    again = A.Compose([CycleGANTranslate(exported / "a2b", strength=(lo, hi))], seed=5)(image=img)["image"]
+    assert observed_strength(again, img, full)[0] == pytest.approx(drawn[5], abs=1e-6)  # seeded by the pipeline
+    for seed in range(3):
+        fixed = A.Compose([CycleGANTranslate(exported / "a2b", strength=0.45)], seed=seed)(image=img)["image"]
+        assert observed_strength(fixed, img, full)[0] == pytest.approx(0.45, abs=1e-5)
+    np.testing.assert_allclose(CycleGANTranslate(exported / "a2b", strength=1.0)(image=img)["image"], full, atol=1e-6)
+
+
+def test_torchvision_strength_range_draws_one_blend_per_sample(exported):
+    img = torch.from_numpy(np.random.default_rng(3).random((3, 32, 40)).astype(np.float32))
+    batch = img.expand(16, -1, -1, -1).contiguous()
+    full = full_a2b(load_artifact(exported / "a2b"), img[None])[0]
+    lo, hi = 0.2, 0.7
+    torch.manual_seed(0)
+    out = CycleGANTranslateV2(exported / "a2b", strength=(lo, hi))(batch)
+    fits = [observed_strength(o.numpy(), img.numpy(), full.numpy()) for o in out]
+    assert max(misfit for _, misfit in fits) < 1e-5
+    drawn = [s for s, _ in fits]
+    assert lo - 1e-6 <= min(drawn) and max(drawn) <= hi + 1e-6, drawn
+    assert len({round(s, 4) for s in drawn}) == 16  # each sample of a batch draws its own
+    assert min(drawn) < lo + (hi - lo) / 4 and max(drawn) > hi - (hi - lo) / 4
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 @pytest.mark.parametrize("shape", [(30, 34), (30, 34, 1), (30, 34, 3)])
 def test_dtype_range_and_layout_are_kept(exported, dtype, shape):

@@ -45,6 +45,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _pixel_limit(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of pixels, or 0 for no limit, got {text}")
+    return value
+
+
+def _add_pixel_limit(parser: argparse.ArgumentParser, what: str) -> None:
+    from cyclecmda.images import MAX_IMAGE_PIXELS
+
+    parser.add_argument("--max-image-pixels", type=_pixel_limit, default=MAX_IMAGE_PIXELS, metavar="N",
+                        help=f"{what} larger than N pixels (width x height) are refused as unusable; "
+                             f"0: no limit (default {MAX_IMAGE_PIXELS}, PIL's decompression-bomb threshold)")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -55,7 +70,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from cyclecmda.metrics import InceptionFeatures
 
         extractor = InceptionFeatures(args.features_weights)
-    metrics = evaluate(args.path, args.a, args.b, paired=args.paired, extractor=extractor, device=args.device)
+    metrics = evaluate(args.path, args.a, args.b, paired=args.paired, extractor=extractor, device=args.device,
+                       max_image_pixels=args.max_image_pixels)
     print(format_table(metrics))
     path = Path(args.path)
     out = Path(args.json) if args.json else (path if path.is_dir() else path.parent) / "evaluation.json"
@@ -79,7 +95,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 
     summary = translate_folder(
         args.artifact, args.input, args.output, batch_size=args.batch_size, device=args.device,
-        tile=args.tile, overlap=args.overlap, strength=args.strength,
+        tile=args.tile, overlap=args.overlap, strength=args.strength, max_image_pixels=args.max_image_pixels,
     )
     print(format_summary(summary))
     return 0 if summary["translated"] > 0 else 1
@@ -118,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features-weights", help="Inception-v3 weights file (default: the torch hub cache)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="where to write the metrics (default: evaluation.json beside the input)")
+    _add_pixel_limit(p, "test images")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("translate", help="translate image files with an exported translator")
@@ -130,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default tile // 4)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="blend of original (0) and translation (1), default 1")
+    _add_pixel_limit(p, "images")
     p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("demo-data", help="generate the built-in unpaired visible/thermal demo dataset")

@@ -75,6 +75,8 @@ class DataConfig:
     pin_memory: bool = True
     on_bad_file: str = "error"  # error | skip
     scan: str = "header"  # none | header | full: checks run on every file before training
+    # Largest width x height decoded (PIL's decompression-bomb threshold); larger files are unusable. 0 or null: no limit
+    max_image_pixels: Optional[int] = 178_956_970
     extensions: List[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     demo_dir: str = ""  # when set and both roots are missing, demo data is generated here
 
@@ -252,6 +254,7 @@ def _check_values(cfg: Config) -> None:
     positive("data.crop_size", d.crop_size)
     positive("data.batch_size", d.batch_size)
     positive("data.num_workers", d.num_workers, allow_zero=True)
+    positive("data.max_image_pixels", d.max_image_pixels, allow_zero=True)
     if d.crop_size > d.load_size and (d.a.transforms is None or d.b.transforms is None):
         raise ConfigError(
             f"data.crop_size ({d.crop_size}) is larger than data.load_size ({d.load_size}); "

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
 from cyclecmda.errors import DataError
-from cyclecmda.images import convertible, probe_image, read_image, to_channels
+from cyclecmda.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, convertible, probe_image, read_image, to_channels
 from cyclecmda.stopping import shield_worker
 
 
@@ -81,13 +81,27 @@ class ValueRange:
 
 
 class DomainFiles:
-    """The checked image files of one domain and how to decode them to float [0, 1] HWC."""
+    """The checked image files of one domain and how to decode them to float [0, 1] HWC.
 
-    def __init__(self, key: str, cfg: DomainConfig, files: Sequence[Path], on_bad_file: str = "error") -> None:
+    Images larger than `max_pixels` (width x height; None or 0: no limit) are unusable files;
+    their error names `limit_setting`, the setting that raises the limit.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        cfg: DomainConfig,
+        files: Sequence[Path],
+        on_bad_file: str = "error",
+        max_pixels: Optional[int] = MAX_IMAGE_PIXELS,
+        limit_setting: str = LIMIT_SETTING,
+    ) -> None:
         self.key = key  # e.g. "data.a"
         self.channels = cfg.channels
         self.bit_depth = cfg.bit_depth
         self.on_bad_file = on_bad_file
+        self.max_pixels = max_pixels
+        self.limit_setting = limit_setting
         self.files = list(files)
         self.skipped: Dict[str, str] = {}
         self.value_range = ValueRange(0.0, 1.0)  # replaced by resolve_range
@@ -119,7 +133,7 @@ class DomainFiles:
                 if mode == "full":
                     self.decode(path)
                 else:
-                    info = probe_image(path)
+                    info = probe_image(path, self.max_pixels, self.limit_setting)
                     self.check_info(path, info.channels, info.bit_depth)
             except DataError as exc:
                 bad[path] = str(exc)
@@ -143,7 +157,7 @@ class DomainFiles:
 
     def decode(self, path: Path) -> np.ndarray:
         """Raw HWC array with this domain's channels and dtype."""
-        img = read_image(path)
+        img = read_image(path, self.max_pixels, self.limit_setting)
         bits = 16 if img.dtype == np.uint16 else 8
         self.check_info(path, img.shape[2], bits)
         return to_channels(img, self.channels)
@@ -285,7 +299,7 @@ def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "tra
     """List, check and range-resolve the files of one domain ('train' uses root, 'test' test_root)."""
     root_key = f"{key}.root" if split == "train" else f"{key}.test_root"
     root = dom.root if split == "train" else dom.test_root
-    files = DomainFiles(key, dom, list_images(root, cfg.extensions, root_key), cfg.on_bad_file)
+    files = DomainFiles(key, dom, list_images(root, cfg.extensions, root_key), cfg.on_bad_file, cfg.max_image_pixels)
     files.scan(cfg.scan)
     files.resolve_range(dom.scale)
     return files

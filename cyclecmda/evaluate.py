@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -23,6 +23,7 @@ from cyclecmda.cyclegan import build_network
 from cyclecmda.data import DomainFiles, ValueRange, build_pipeline, list_images, to_tensor
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.export import PaddedTranslator
+from cyclecmda.images import LIMIT_SETTING, MAX_IMAGE_PIXELS
 from cyclecmda.metrics import FeatureExtractor, fid_kid, psnr, ssim
 
 Translate = Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) in [-1, 1] -> same
@@ -78,11 +79,20 @@ def load_translators(path: Union[str, Path], device: str = "cpu") -> Translators
 
 
 def load_test_images(
-    side: str, root: str, data: DataConfig, value_range: ValueRange, max_images: Optional[int] = None
+    side: str,
+    root: str,
+    data: DataConfig,
+    value_range: ValueRange,
+    max_images: Optional[int] = None,
+    limit_setting: str = LIMIT_SETTING,
 ) -> Tuple[List[Path], torch.Tensor]:
-    """A folder's images as one (N, C, S, S) tensor in [-1, 1], prepared as in training (test pipeline)."""
+    """A folder's images as one (N, C, S, S) tensor in [-1, 1], prepared as in training (test pipeline).
+
+    Images larger than ``data.max_image_pixels`` are refused with an error naming `limit_setting`.
+    """
     dom = getattr(data, side)
-    files = DomainFiles(f"data.{side}", dom, list_images(root, data.extensions, f"{side} images"))
+    files = DomainFiles(f"data.{side}", dom, list_images(root, data.extensions, f"{side} images"),
+                        max_pixels=data.max_image_pixels, limit_setting=limit_setting)
     if max_images:
         files.files = files.files[:max_images]
     files.value_range = value_range
@@ -143,14 +153,20 @@ def evaluate(
     paired: bool = False,
     extractor: Optional[FeatureExtractor] = None,
     device: str = "cpu",
+    max_image_pixels: Optional[int] = MAX_IMAGE_PIXELS,
 ) -> Dict[str, float]:
-    """Metrics of a checkpoint or export on test folders of domain A and B."""
+    """Metrics of a checkpoint or export on test folders of domain A and B.
+
+    Test images larger than `max_image_pixels` (width x height; None or 0: no limit) are refused.
+    """
     tr = load_translators(path, device)
+    data = replace(tr.data, max_image_pixels=max_image_pixels)
     real: Dict[str, torch.Tensor] = {}
     names: Dict[str, List[str]] = {}
     for side, root in (("a", a_dir), ("b", b_dir)):
         if root:
-            files, real[side] = load_test_images(side, root, tr.data, tr.value_ranges[side])
+            files, real[side] = load_test_images(side, root, data, tr.value_ranges[side],
+                                                 limit_setting="--max-image-pixels")
             names[side] = [p.name for p in files]
     usable = {d: fn for d, fn in tr.directions.items() if set(DIRECTIONS[d]) <= set(real)}
     if not usable:

@@ -1,18 +1,22 @@
 """Image files: header probing, decoding at native bit depth, channel conversion, writing.
 
-Decoding keeps 16-bit data as ``uint16`` (never clipped to 255); arrays are HWC.
+Decoding keeps 16-bit data as ``uint16`` (never clipped to 255); arrays are HWC. A file whose
+header claims more than a limit of pixels (default :data:`MAX_IMAGE_PIXELS`) is refused before
+any pixel is decoded.
 """
 
 from __future__ import annotations
 
+import io
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from cyclecmda.errors import DataError
 
@@ -24,6 +28,9 @@ except AttributeError:  # pragma: no cover - older OpenCV builds
 
 PathLike = Union[str, Path]
 LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
+# Largest width x height decoded by default: the size at which PIL refuses a file as a decompression bomb.
+MAX_IMAGE_PIXELS = 2 * 89478485
+LIMIT_SETTING = "data.max_image_pixels"
 
 # PIL mode -> (channels, bit depth); None marks modes we cannot convert.
 _PIL_MODES = {
@@ -55,17 +62,52 @@ class ImageInfo:
     format: str
 
 
-def probe_image(path: PathLike) -> ImageInfo:
-    """Read only the header of an image file; raise DataError if it is not a usable image."""
+def check_pixels(path: PathLike, width: int, height: int, max_pixels: Optional[int], setting: str) -> None:
+    """Raise DataError if width x height exceeds `max_pixels` (None or 0: no limit), naming `setting`."""
+    if max_pixels and width * height > max_pixels:
+        raise DataError(
+            f"{path}: {width}x{height} is {width * height} pixels, more than the limit of {max_pixels} "
+            f"({setting}); raise {setting}, or set it to 0 for no limit, if your images really are this large."
+        )
+
+
+def _open_header(fp: BinaryIO) -> ImageFile.ImageFile:
+    """Parse an image header as ``Image.open`` does, without PIL's decompression-bomb check.
+
+    That check reads a process-wide setting and warns or raises by its own threshold; the callers
+    here compare the size with their own limit (:func:`check_pixels`) instead.
+    """
+    Image.init()
+    prefix = fp.read(16)
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        verdict = accept(prefix) if accept else True
+        if not verdict or isinstance(verdict, str):  # a string explains why the plugin declines
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise UnidentifiedImageError("cannot identify image file")
+
+
+def probe_image(path: PathLike, max_pixels: Optional[int] = MAX_IMAGE_PIXELS, setting: str = LIMIT_SETTING) -> ImageInfo:
+    """Read only the header of an image file; raise DataError if it is not a usable image.
+
+    An image of more than `max_pixels` (None or 0: no limit) is not usable; the error names `setting`.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open(path, "rb") as f:
+            im = _open_header(f)
             mode, fmt, (w, h) = im.mode, (im.format or "?"), im.size
             tiff_bits = im.tag_v2.get(258) if fmt == "TIFF" else None  # BitsPerSample
     except FileNotFoundError:
         raise DataError(f"{path}: file does not exist.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({exc}).") from None
+    check_pixels(path, w, h, max_pixels, setting)
     if fmt == "PNG":
         with open(path, "rb") as f:
             head = f.read(26)
@@ -88,18 +130,43 @@ def probe_image(path: PathLike) -> ImageInfo:
     return ImageInfo(w, h, channels, bits, fmt)
 
 
-def read_image(path: PathLike) -> np.ndarray:
-    """Decode an image to an (H, W, C) array of uint8 or uint16, channels in RGB(A) order."""
+def _header_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) from an encoded image's header; None when PIL cannot parse it (the decoder decides)."""
+    try:
+        return _open_header(io.BytesIO(data)).size
+    except Exception:  # any parse failure: the decoder reports the file as undecodable
+        return None
+
+
+def read_image(path: PathLike, max_pixels: Optional[int] = MAX_IMAGE_PIXELS, setting: str = LIMIT_SETTING) -> np.ndarray:
+    """Decode an image to an (H, W, C) array of uint8 or uint16, channels in RGB(A) order.
+
+    The header's size is checked against `max_pixels` (None or 0: no limit) before decoding, so an
+    oversized file raises DataError (naming `setting`) without its pixels ever being allocated.
+    """
     path = Path(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file does not exist.") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc}).") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    size = _header_size(data) if max_pixels and data else None
+    if size is not None:
+        check_pixels(path, *size, max_pixels, setting)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # OpenCV's own limit, 2**30 pixels unless raised
+            raise DataError(
+                f"{path}: OpenCV refuses to decode images this large; set the environment variable "
+                "OPENCV_IO_MAX_IMAGE_PIXELS to a larger pixel count before starting cyclecmda."
+            ) from None
+        raise DataError(f"{path}: cannot be decoded ({str(exc).strip().splitlines()[-1]}).") from None
     if img is None:
         raise DataError(f"{path}: cannot be decoded (empty, truncated or corrupt image file).")
+    if size is None:  # a format whose header PIL cannot read: check what was decoded
+        check_pixels(path, img.shape[1], img.shape[0], max_pixels, setting)
     if img.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{path}: {img.dtype} pixels are not supported; use 8- or 16-bit images.")
     if img.ndim == 2:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cyclecmda.augment.core import TranslatorArtifact, from_unit, load_artifact, to_unit, translate_unit, unit_mapping
 from cyclecmda.errors import CycleCMDAError, DataError
-from cyclecmda.images import probe_image, read_image, write_image
+from cyclecmda.images import MAX_IMAGE_PIXELS, probe_image, read_image, write_image
 
 PathLike = Union[str, Path]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -198,10 +198,12 @@ def translate_folder(
     overlap: Optional[int] = None,
     strength: float = 1.0,
     progress: bool = True,
+    max_image_pixels: Optional[int] = MAX_IMAGE_PIXELS,
 ) -> Dict[str, Any]:
     """Translate every image under `input` (a folder, searched recursively, or one file) into `output`.
 
-    Unreadable images are reported on stderr and skipped. Returns a summary: ``translated`` and
+    Unreadable images, and images of more than `max_image_pixels` (width x height; None or 0: no
+    limit), are reported on stderr and skipped. Returns a summary: ``translated`` and
     ``skipped`` counts, ``written`` output paths, ``skipped_files`` {path: reason} and
     ``renamed`` {input: output} for 16-bit results written as PNG instead of an 8-bit-only format.
     """
@@ -234,7 +236,7 @@ def translate_folder(
         bar.write(f"warning: skipped {path}: {reason}", file=sys.stderr)
         bar.update(1)
 
-    for items in _decoded_batches(files, batch_size, skip):
+    for items in _decoded_batches(files, batch_size, skip, max_image_pixels):
         try:
             fakes = translate_arrays(artifact, np.stack([img for _, img in items]), device, tile, overlap, strength)
         except CycleCMDAError as exc:
@@ -267,7 +269,7 @@ def translate_folder(
 
 
 def _decoded_batches(
-    files: List[Path], batch_size: int, skip: Callable[[Path, str], None]
+    files: List[Path], batch_size: int, skip: Callable[[Path, str], None], max_pixels: Optional[int]
 ) -> Iterator[List[Tuple[Path, np.ndarray]]]:
     """Decoded images in stackable lists (one shape and dtype) of at most `batch_size`; failures go to `skip`.
 
@@ -276,7 +278,7 @@ def _decoded_batches(
     by_size: Dict[Tuple[int, int], List[Path]] = defaultdict(list)
     for path in files:
         try:
-            info = probe_image(path)
+            info = probe_image(path, max_pixels, "--max-image-pixels")
         except DataError as exc:
             skip(path, _reason(exc, path))
             continue
@@ -286,7 +288,7 @@ def _decoded_batches(
             groups: Dict[Tuple[Tuple[int, ...], np.dtype], List[Tuple[Path, np.ndarray]]] = defaultdict(list)
             for path in paths[start:start + batch_size]:
                 try:
-                    img = read_image(path)
+                    img = read_image(path, max_pixels, "--max-image-pixels")
                 except DataError as exc:
                     skip(path, _reason(exc, path))
                     continue

@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from cyclecmda.config import load_config
+from cyclecmda.cyclegan import CycleGAN
 from cyclecmda.errors import ConfigError
 from cyclecmda.layers import get_norm_layer, init_weights, make_upsample, use_conv_bias
 from cyclecmda.models import create_discriminator, create_generator, list_discriminators, list_generators
@@ -161,12 +163,29 @@ def test_unet_skip_carries_the_activated_input():
     torch.testing.assert_close(y[:, :4], nn.functional.leaky_relu(x, 0.2))
 
 
-def test_no_dropout_is_deterministic_in_train_mode():
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_config_dropout_is_random_in_train_mode_only(dropout):
+    """model.gen.dropout reaches both generators: with it, training forwards differ and eval
+    forwards repeat exactly; without it, training forwards repeat too."""
+    cfg = load_config([], ["model.gen.arch=resnet_2blocks", "model.gen.ngf=8", f"model.gen.dropout={dropout}",
+                           "model.disc.ndf=8", "model.disc.n_layers=2"])
     torch.manual_seed(0)
-    net, x = tiny_generator("resnet_2blocks", 3, 3)
-    assert not any(isinstance(m, nn.Dropout) for m in net.modules())
+    model = CycleGAN(cfg.model, cfg.loss, channels_a=3, channels_b=1)
+    inputs = {"gen_ab": torch.rand(2, 3, 32, 32) * 2 - 1, "gen_ba": torch.rand(2, 1, 32, 32) * 2 - 1}
     with torch.no_grad():
-        torch.testing.assert_close(net(x), net(x), rtol=0, atol=0)
+        for name, x in inputs.items():
+            gen = getattr(model, name)
+            model.train()
+            first, second = gen(x), gen(x)
+            model.eval()
+            evaluated = gen(x)
+            torch.testing.assert_close(gen(x), evaluated, rtol=0, atol=0, msg=f"{name}: eval forwards differ")
+            if dropout:
+                assert not torch.equal(first, second), f"{name}: dropout does nothing in train mode"
+                assert not torch.equal(first, evaluated)
+            else:
+                torch.testing.assert_close(first, second, rtol=0, atol=0, msg=f"{name}: random without dropout")
+                torch.testing.assert_close(first, evaluated, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", ["resnet_2blocks", "unet_32"])

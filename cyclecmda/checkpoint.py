@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cyclecmda import __version__
-from cyclecmda.errors import CycleCMDAError
+from cyclecmda.errors import CycleCMDAError, short_reason
 
 FORMAT = "cyclecmda.checkpoint"
 FORMAT_VERSION = 2  # 2: progress counted in samples; no scheduler states
@@ -68,23 +68,87 @@ def _write_failure(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+WANTED = "checkpoints are the .pt files that 'cyclecmda train' writes (latest.pt, step_<N>.pt, best.pt)"
+# What torch.save writes: a zip archive (or, before torch 1.6, a pickle stream).
+_TORCH_STARTS = (b"PK\x03\x04", b"\x80")
+# Leading bytes of files that surely are something else.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+)
+
+
+def _not_torch(head: bytes) -> Optional[str]:
+    """What a file is, from its first bytes, when it surely is not a torch file; None when it may be one."""
+    if not head:
+        return "empty, not a cyclecmda checkpoint"
+    if head.startswith(_TORCH_STARTS):
+        return None
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return f"{what}, not a cyclecmda checkpoint"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image, not a cyclecmda checkpoint"
+    try:
+        head.decode("utf-8")
+        text = b"\x00" not in head
+    except UnicodeDecodeError as exc:  # a character cut at the end of the sample still counts as text
+        text = exc.start >= len(head) - 3 and b"\x00" not in head
+    return "a text file, not a cyclecmda checkpoint" if text else "not a PyTorch file, so not a cyclecmda checkpoint"
+
+
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Load a checkpoint on the CPU with ``weights_only=True`` and check that it is one of ours."""
+    """Load a checkpoint on the CPU with ``weights_only=True`` and check that it is one of ours.
+
+    Whatever the file is instead (empty, an image, text, Python objects, damaged), the
+    :class:`CheckpointError` says so in one line.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"'{path}' is a folder, not a checkpoint file; {WANTED}.")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist.")
     try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint '{path}' cannot be read: {exc.strerror or exc}.") from None
+    what = _not_torch(head)
+    if what is not None:
+        raise CheckpointError(f"'{path}' is {what}; {WANTED}.")
+    try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint '{path}' cannot be loaded: {exc}") from None
+        raise CheckpointError(_load_failure(path, exc)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"'{path}' is not a cyclecmda checkpoint (no '{FORMAT}' format marker).")
+        raise CheckpointError(
+            f"'{path}' is a PyTorch file but not a cyclecmda checkpoint (it has no '{FORMAT}' format marker); {WANTED}."
+        )
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint '{path}' has format version {ckpt['format_version']}, newer than this "
             f"cyclecmda ({__version__}) reads ({FORMAT_VERSION}); upgrade cyclecmda."
         )
     return ckpt
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """One line for torch.load's refusal, never its advice to load with ``weights_only=False``."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found or "Unsupported global" in text:
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"'{path}' holds Python objects beyond tensors and plain values{what}, which cyclecmda never "
+            f"unpickles because they can run code; {WANTED}."
+        )
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+    reason = short_reason(RuntimeError(unpickler.group(1))) if unpickler else short_reason(exc)
+    return f"'{path}' is damaged or truncated, or not a PyTorch file ({reason}); {WANTED}."
 
 
 def rng_state() -> Dict[str, Any]:

@@ -9,7 +9,6 @@ with ``a2b/`` and/or ``b2a/``, or one direction's folder), and inside the traini
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -17,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from cyclecmda.augment.core import TranslatorArtifact
 from cyclecmda.checkpoint import load_checkpoint
 from cyclecmda.config import DataConfig, config_from_dict
 from cyclecmda.cyclegan import build_network
@@ -67,10 +67,9 @@ def load_translators(path: Union[str, Path], device: str = "cpu") -> Translators
     modules: List[nn.Module] = []
     meta: Dict = {}
     for folder in folders:
-        meta = json.loads((folder / "meta.json").read_text())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            net = torch.jit.load(str(folder / meta["files"]["torchscript"]), map_location=device).eval()
+        artifact = TranslatorArtifact(folder)  # not the shared cache: Translators.to moves its modules
+        meta = artifact.meta
+        net = artifact.module(device)
         directions[meta["direction"]] = net
         modules.append(net)
     ranges = {meta["input"]["domain"]: ValueRange(*meta["input"]["value_range"]),

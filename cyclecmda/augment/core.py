@@ -18,7 +18,7 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import torch
 
-from cyclecmda.errors import CycleCMDAError
+from cyclecmda.errors import CycleCMDAError, short_reason
 from cyclecmda.images import convert_channels
 
 PathLike = Union[str, Path]
@@ -29,7 +29,11 @@ class ArtifactError(CycleCMDAError):
 
 
 class TranslatorArtifact:
-    """An exported translator (``meta.json`` + ``model.ts``); the network loads on first use."""
+    """An exported translator (``meta.json`` + ``model.ts``); the network loads on first use.
+
+    Every file ``meta.json`` names must resolve (symbolic links followed) inside the artifact
+    folder; an entry pointing elsewhere is refused before anything is loaded.
+    """
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
@@ -39,10 +43,15 @@ class TranslatorArtifact:
                 f"'{self.path}' is not an exported translator: no meta.json in it "
                 "(make one with 'cyclecmda export CHECKPOINT -o OUT_DIR', then use OUT_DIR/a2b or OUT_DIR/b2a)."
             )
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != "cyclecmda.export":
-            raise ArtifactError(f"{meta_path} is not a cyclecmda export (format {self.meta.get('format')!r}).")
-        if "torchscript" not in self.meta["files"]:
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{meta_path} is not valid JSON ({short_reason(exc)}); re-export it with 'cyclecmda export'.") from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != "cyclecmda.export":
+            found = self.meta.get("format") if isinstance(self.meta, dict) else None
+            raise ArtifactError(f"{meta_path} is not a cyclecmda export (format {found!r}).")
+        self.files = {kind: self._inside(meta_path, kind, name) for kind, name in self.meta.get("files", {}).items()}
+        if "torchscript" not in self.files:
             raise ArtifactError(f"{self.path} has no TorchScript network (export it with --format torchscript).")
         self.in_channels: int = self.meta["input"]["channels"]
         self.out_channels: int = self.meta["output"]["channels"]
@@ -50,14 +59,33 @@ class TranslatorArtifact:
         self._modules: Dict[str, torch.jit.ScriptModule] = {}
         self._lock = threading.Lock()
 
+    def _inside(self, meta_path: Path, kind: str, name: object) -> Path:
+        """The resolved path of a ``files`` entry, which must lie inside the artifact folder."""
+        folder = self.path.resolve()
+        target = (folder / name).resolve() if isinstance(name, str) and name else None
+        if target is None or target == folder or not target.is_relative_to(folder):
+            raise ArtifactError(
+                f"{meta_path}: files.{kind} = {name!r} points outside the artifact folder; an export's files "
+                f"must be inside '{self.path}' (re-export it with 'cyclecmda export')."
+            )
+        return target
+
     def module(self, device: Union[str, torch.device]) -> torch.jit.ScriptModule:
+        """The TorchScript network on `device`, loaded once per device."""
         key = str(torch.device(device))
         with self._lock:
             if key not in self._modules:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    net = torch.jit.load(str(self.path / self.meta["files"]["torchscript"]), map_location=key)
-                self._modules[key] = net.eval()
+                file = self.files["torchscript"]
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", FutureWarning)
+                        net = torch.jit.load(str(file), map_location="cpu")
+                except (RuntimeError, ValueError, OSError) as exc:
+                    raise ArtifactError(
+                        f"'{file}' is not a loadable TorchScript network ({short_reason(exc)}); "
+                        "re-export it with 'cyclecmda export'."
+                    ) from None
+                self._modules[key] = net.to(key).eval()
         return self._modules[key]
 
     @torch.no_grad()

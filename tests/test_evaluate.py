@@ -13,24 +13,53 @@ from cyclecmda.checkpoint import load_checkpoint
 from cyclecmda.cli import main
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.evaluate import compute_metrics, evaluate, load_translators
+from cyclecmda.metrics import FeatureExtractor
 from cyclecmda.trainer import train
 from conftest import make_images
 from tb import scalars
 
 
-class TinyFeatures(nn.Module):
-    """A fixed random conv + pooling: a stand-in feature network that needs no download."""
+class TinyFeatures(FeatureExtractor):
+    """A fixed random conv + pooling: a deterministic stand-in feature network that needs no download."""
 
     name = "tiny"
 
     def __init__(self) -> None:
         super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 16, 3)
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.3)
+            self.conv.bias.copy_(torch.randn(8, generator=g) * 0.1)
+        self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         return self.conv(x).relu().mean(dim=(2, 3))
+
+
+def features(extractor: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """float64 features of images in [-1, 1], taken to [0, 1] as the metrics take them."""
+    with torch.no_grad():
+        return extractor(((images + 1) / 2).clamp(0, 1)).double().numpy()
+
+
+def frechet_direct(f1: np.ndarray, f2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2) with unbiased covariances; S1 S2 is similar to a
+    positive semi-definite matrix, so the trace of its square root is the sum of the square roots of
+    its (real, non-negative) eigenvalues."""
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    root_eigenvalues = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(0))
+    diff = f1.mean(0) - f2.mean(0)
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * root_eigenvalues.sum())
+
+
+def mmd2_direct(f1: np.ndarray, f2: np.ndarray) -> float:
+    """Unbiased MMD^2 with the KID kernel (x.y / D + 1)^3 over the whole of two equal-size sets."""
+    m, d = len(f1), f1.shape[1]
+    kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((f1, f1), (f2, f2), (f1, f2)))
+    within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(within - 2 * kxy.sum() / m**2)
 
 
 @pytest.fixture
@@ -81,20 +110,51 @@ def test_evaluate_checkpoint_and_export_agree(exported, paired_dirs, tmp_path, c
     assert json.loads((tmp_path / "m.json").read_text())["paired_l1_a2b"] == pytest.approx(from_ckpt["paired_l1_a2b"])
 
 
-def test_feature_metrics_with_a_pluggable_network(exported, paired_dirs):
+def test_fid_and_kid_compare_each_translation_with_the_real_target_domain():
+    """Known translators: a2b adds 0.1 + extra to A, whose real B counterpart set is A + 0.1; b2a maps B back exactly."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(40, 3, 16, 16, generator=g) - 0.6  # [-0.6, 0.4]: no translation leaves [-1, 1]
+    real = {"a": a, "b": a + 0.1}
+    extractor = TinyFeatures()
+    fid, kid = [], []
+    for extra in (0.0, 0.05, 0.1, 0.2, 0.3):
+        translators = {"a2b": lambda x, e=extra: x + 0.1 + e, "b2a": lambda x: x - 0.1}
+        metrics = compute_metrics(translators, real, extractor=extractor)
+        fake, target = features(extractor, a + 0.1 + extra), features(extractor, real["b"])
+        assert metrics["fid_a2b"] == pytest.approx(frechet_direct(fake, target), rel=1e-6, abs=1e-12)
+        # 40 images < kid_subset_size: every subset is the whole set, so KID is the full-set MMD^2
+        assert metrics["kid_a2b"] == pytest.approx(mmd2_direct(fake, target), rel=1e-6, abs=1e-12)
+        assert metrics["kid_std_a2b"] == pytest.approx(0, abs=1e-12)
+        assert abs(metrics["fid_b2a"]) < 1e-9  # b2a reproduces A exactly, whatever a2b does
+        fid.append(metrics["fid_a2b"])
+        kid.append(metrics["kid_a2b"])
+    assert abs(fid[0]) < 1e-9 and abs(kid[0]) < kid[1] / 20  # a translation identical to the target set
+    assert fid == sorted(fid) and len(set(fid)) == 5  # the further the shift, the larger
+    assert kid == sorted(kid) and len(set(kid)) == 5
+
+
+def test_feature_metrics_of_trained_translators_with_a_pluggable_network(exported):
     tr = load_translators(exported.parent / "run" / "latest.pt")
-    real = {"a": torch.rand(6, 3, 32, 32) * 2 - 1, "b": torch.rand(6, 1, 32, 32) * 2 - 1}
-    metrics = compute_metrics(tr.directions, real, extractor=TinyFeatures(), kid_subset_size=4)
-    for key in ("fid_a2b", "kid_a2b", "kid_std_a2b", "fid_b2a"):
-        assert np.isfinite(metrics[key])
-    assert metrics["fid_a2b"] > 0
+    g = torch.Generator().manual_seed(2)
+    real = {"a": torch.rand(12, 3, 32, 32, generator=g) * 2 - 1, "b": torch.rand(12, 1, 32, 32, generator=g) * 2 - 1}
+    extractor = TinyFeatures()
+    metrics = compute_metrics(tr.directions, real, extractor=extractor, kid_subset_size=4)
+    for direction, src, dst in (("a2b", "a", "b"), ("b2a", "b", "a")):
+        with torch.no_grad():
+            fake = features(extractor, tr.directions[direction](real[src]))
+        expected = frechet_direct(fake, features(extractor, real[dst]))
+        assert expected > 1e-4
+        assert metrics[f"fid_{direction}"] == pytest.approx(expected, rel=1e-6)
+        assert np.isfinite(metrics[f"kid_{direction}"]) and metrics[f"kid_std_{direction}"] > 0  # subsets of 4 vary
 
 
 def test_evaluate_errors_are_clear(exported, paired_dirs, tmp_path, capsys):
     other = tmp_path / "other"
     make_images(other, 6, 1, np.uint16, seed=3)
     (other / "img_000.png").rename(other / "zzz.png")
-    with pytest.raises(DataError, match="same file names.*zzz.png|img_000.png"):
+    # the names in only one folder are img_000.png (A) and zzz.png (B); the first is named
+    names = r"--paired needs the same file names in both folders; 2 differ, e\.g\. 'img_000\.png'\."
+    with pytest.raises(DataError, match=names):
         evaluate(exported, str(paired_dirs[0]), str(other), paired=True)
     with pytest.raises(CycleCMDAError, match="neither a checkpoint file nor an export folder"):
         evaluate(tmp_path, str(paired_dirs[0]), str(paired_dirs[1]))

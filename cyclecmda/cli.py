@@ -64,7 +64,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cyclecmda.evaluate import evaluate, format_table, write_json
+    from cyclecmda.files import ensure_writable_dir
 
+    path = Path(args.path)
+    out = Path(args.json) if args.json else (path if path.is_dir() else path.parent) / "evaluation.json"
+    # before any work: metrics that cannot be written are not worth computing
+    ensure_writable_dir(out.parent, "--json" if args.json else "where evaluation.json goes; choose another with --json")
     extractor = None
     if args.features == "inception":
         from cyclecmda.metrics import InceptionFeatures
@@ -73,8 +78,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(args.path, args.a, args.b, paired=args.paired, extractor=extractor, device=args.device,
                        max_image_pixels=args.max_image_pixels)
     print(format_table(metrics))
-    path = Path(args.path)
-    out = Path(args.json) if args.json else (path if path.is_dir() else path.parent) / "evaluation.json"
     write_json(metrics, out)
     print(f"written to {out}")
     return 0

@@ -23,6 +23,7 @@ from cyclecmda.cyclegan import build_network
 from cyclecmda.data import DomainFiles, ValueRange, build_pipeline, list_images, to_tensor
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.export import PaddedTranslator
+from cyclecmda.files import output_error
 from cyclecmda.images import LIMIT_SETTING, MAX_IMAGE_PIXELS
 from cyclecmda.metrics import FeatureExtractor, fid_kid, psnr, ssim
 
@@ -187,6 +188,10 @@ def format_table(metrics: Dict[str, float]) -> str:
 
 
 def write_json(metrics: Dict[str, float], path: Optional[Path]) -> None:
+    """Write the metrics as JSON; a failed write raises :class:`OutputError` naming the path."""
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(metrics, indent=2) + "\n")
+        except OSError as exc:
+            raise output_error(exc, path) from None

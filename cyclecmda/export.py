@@ -29,7 +29,8 @@ from torch import nn
 from cyclecmda import __version__
 from cyclecmda.checkpoint import atomic_torch_save, load_checkpoint
 from cyclecmda.cyclegan import build_network
-from cyclecmda.errors import CycleCMDAError
+from cyclecmda.errors import CycleCMDAError, short_reason
+from cyclecmda.files import OutputError, ensure_writable_dir, output_error
 
 EXPORT_FORMAT = "cyclecmda.export"
 EXPORT_FORMAT_VERSION = 1
@@ -105,6 +106,7 @@ def export_checkpoint(
     for f in formats:
         if f not in FORMATS:
             raise ExportError(f"unknown export format '{f}'; valid: {', '.join(FORMATS)}.")
+    ensure_writable_dir(out_dir, "export folder")  # before any work
     ckpt = load_checkpoint(checkpoint)
     digest = sha256_of(checkpoint)
     written = []
@@ -116,7 +118,7 @@ def export_checkpoint(
         gen.eval()
         src, dst = ("a", "b") if direction == "a2b" else ("b", "a")
         folder = Path(out_dir) / direction
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(folder, "export folder")
         files: Dict[str, str] = {"weights": "weights.pt"}
         atomic_torch_save(gen.state_dict(), folder / "weights.pt")
         if "torchscript" in formats:
@@ -142,8 +144,11 @@ def export_checkpoint(
             "config": ckpt["config"],
         }
         tmp = folder / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.replace(folder / "meta.json")
+        try:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+            tmp.replace(folder / "meta.json")
+        except OSError as exc:
+            raise output_error(exc, folder / "meta.json") from None
         written.append(folder)
     return written
 
@@ -153,8 +158,13 @@ def _save_torchscript(module: nn.Module, path: Path) -> None:
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
         scripted = torch.jit.script(module.eval())
     tmp = path.with_name(path.name + ".tmp")
-    scripted.save(str(tmp))
-    tmp.replace(path)
+    try:
+        scripted.save(str(tmp))
+        tmp.replace(path)
+    except OSError as exc:
+        raise output_error(exc, path) from None
+    except RuntimeError as exc:  # torch's writer reports a failed write in its own words
+        raise OutputError(f"cannot write to '{path}': {short_reason(exc)}.") from None
 
 
 def _save_onnx(module: nn.Module, in_channels: int, path: Path) -> None:

@@ -10,7 +10,7 @@ from cyclecmda.errors import CycleCMDAError
 
 PathLike = Union[str, Path]
 
-__all__ = ["OutputError", "ensure_writable_dir"]
+__all__ = ["OutputError", "ensure_writable_dir", "output_error"]
 
 
 class OutputError(CycleCMDAError):
@@ -32,11 +32,19 @@ def ensure_writable_dir(path: PathLike, what: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
-        where = exc.filename if isinstance(exc.filename, str) and exc.filename else str(folder)
-        raise OutputError(f"cannot write to '{where}' ({what}): {exc.strerror or exc}.") from None
+        raise output_error(exc, folder, what) from None
     finally:
         try:
             probe.unlink(missing_ok=True)
         except OSError:
             pass
     return folder
+
+
+def output_error(exc: OSError, path: PathLike, what: str = "") -> OutputError:
+    """One line for a failed write: the path the system names (else `path`), `what` it is, and the cause."""
+    where = exc.filename if isinstance(exc.filename, str) and exc.filename else str(path)
+    # mkdir(exist_ok=True) says "File exists" when a file stands where the folder should be
+    cause = "a file is in the way of the folder" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
+    label = f" ({what})" if what else ""
+    return OutputError(f"cannot write to '{where}'{label}: {cause}.")

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from cyclecmda.errors import DataError
+from cyclecmda.files import output_error
 
 cv2.setNumThreads(0)  # decoding runs in DataLoader workers; one thread each
 try:  # OpenCV prints its own decoder warnings to stderr; our errors say it better
@@ -216,9 +217,15 @@ def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def write_image(path: PathLike, img: np.ndarray) -> Path:
-    """Write an HWC (or HW) uint8/uint16 RGB(A) or gray array; the format follows the suffix."""
+    """Write an HWC (or HW) uint8/uint16 RGB(A) or gray array; the format follows the suffix.
+
+    A failed write raises :class:`cyclecmda.files.OutputError` naming the path and the cause.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, path.parent) from None
     if img.dtype == np.uint16 and path.suffix.lower() not in (".png", ".tif", ".tiff"):
         raise DataError(f"{path}: {path.suffix} cannot hold 16-bit pixels; write 16-bit images as .png or .tif.")
     arr = img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
@@ -230,7 +237,10 @@ def write_image(path: PathLike, img: np.ndarray) -> Path:
     if not ok:
         raise DataError(f"{path}: cannot encode a {img.dtype} image with shape {img.shape} as {path.suffix}.")
     tmp = path.with_name(path.name + ".tmp")
-    buf.tofile(tmp)
-    tmp.replace(path)
+    try:
+        buf.tofile(tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        raise output_error(exc, path) from None
     return path
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from cyclecmda.augment.core import TranslatorArtifact, from_unit, load_artifact, to_unit, translate_unit, unit_mapping
 from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.files import OutputError, ensure_writable_dir
 from cyclecmda.images import MAX_IMAGE_PIXELS, probe_image, read_image, write_image
 
 PathLike = Union[str, Path]
@@ -218,6 +219,7 @@ def translate_folder(
     root, files = find_images(input, exclude=out_dir)
     if out_dir.resolve() == root.resolve():
         raise TranslateError(f"the output folder '{out_dir}' is the input folder: translations would overwrite the originals.")
+    ensure_writable_dir(out_dir, "output folder")  # before any work
     artifact = load_artifact(artifact_path)
     if tile is not None:
         check_tiling(tile, overlap, artifact.size_multiple)
@@ -256,6 +258,9 @@ def translate_folder(
                           f"(first: {path} -> {dest})", file=sys.stderr)
             try:
                 write_image(dest, fake)
+            except OutputError:
+                bar.close()
+                raise  # the output location failed, not this image: stop
             except CycleCMDAError as exc:
                 skip(path, _reason(exc, dest))
                 continue

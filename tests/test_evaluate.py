@@ -111,7 +111,7 @@ def test_evaluate_checkpoint_and_export_agree(exported, paired_dirs, tmp_path, c
 
 
 def test_fid_and_kid_compare_each_translation_with_the_real_target_domain():
-    """Known translators: a2b adds 0.1 + extra to A, whose real B counterpart set is A + 0.1; b2a maps B back exactly."""
+    """Known translators: the real B set is A + 0.1, a2b adds 0.1 + extra to A, b2a maps B back exactly."""
     g = torch.Generator().manual_seed(1)
     a = torch.rand(40, 3, 16, 16, generator=g) - 0.6  # [-0.6, 0.4]: no translation leaves [-1, 1]
     real = {"a": a, "b": a + 0.1}

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
 import yaml
 
-from cyclecmda.cli import main
-from cyclecmda.config import config_from_dict, load_config, to_dict
+from cyclecmda.cli import build_parser, main
+from cyclecmda.config import config_from_dict, load_config, split_cli_args, to_dict
 
 ROOT = Path(__file__).parents[1]
 
@@ -49,11 +52,118 @@ def test_quickstart_demo_data_matches_its_thermal_scaling(tmp_path):
     assert cfg.data.demo_dir and cfg.data.a.root.startswith(cfg.data.demo_dir)
 
 
-def test_readme_commands_and_yaml_snippets_are_valid():
+def unbracket(word: str) -> str:
+    """A word without the brackets that mark an optional part: [--paired] -> --paired, but .[dev] stays."""
+    word = word[1:] if word.startswith("[") else word
+    return word[:-1] if word.endswith("]") and "[" not in word else word
+
+
+def readme_shell_commands() -> List[List[str]]:
+    """The commands of the README's shell blocks as argument lists (continuations joined, comments
+    dropped, the brackets of optional parts such as ``[--paired]`` removed, a value written ``...``
+    filled in)."""
+    commands = []
+    for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = [re.sub(r"=\.\.\.$", "=/your/data", unbracket(w)) for w in shlex.split(line, comments=True)]
+            if words:
+                commands.append(words)
+    return commands
+
+
+def lookup(tree: Dict[str, Any], dotted: str) -> Any:
+    for key in dotted.split("."):
+        tree = tree[key]
+    return tree
+
+
+def test_readme_cyclecmda_commands_parse_and_their_configs_load(monkeypatch, capsys):
+    # "cyclecmda ..." and "torchrun ... -m cyclecmda ..."
+    commands = [c[c.index("cyclecmda") + 1 :] for c in readme_shell_commands() if "cyclecmda" in c]
+    assert {c[0] for c in commands} >= {"train", "config", "evaluate", "translate", "demo-data"}
+    parser = build_parser()
+    monkeypatch.chdir(ROOT)  # the README's paths are relative to the repository
+    for argv in commands:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"README command does not parse: cyclecmda {' '.join(argv)}\n{capsys.readouterr().err}")
+        if args.command not in ("train", "config"):
+            continue
+        paths, overrides = split_cli_args(args.config)
+        presets = [p for p in paths if Path(p).is_file()]
+        # a file that is not in the repository stands for the user's own (my_overrides.yaml)
+        assert all(p in presets or not p.startswith("configs/") for p in paths), f"missing preset in {argv}"
+        cfg = to_dict(load_config(presets, overrides))
+        for override in overrides:
+            key, value = override.split("=", 1)
+            assert str(lookup(cfg, key)) == value or yaml.safe_load(value) == lookup(cfg, key), override
+        if args.command == "config":  # it prints the resolved config, nothing else
+            capsys.readouterr()
+            assert main(argv) == 0
+            assert yaml.safe_load(capsys.readouterr().out) == cfg
+
+
+# Stand-ins for python3 / pip / pytest: each appends "its path<TAB>cwd<TAB>args..." to $CI_LOG;
+# python3 -m venv DIR makes DIR a copy of $CI_FAKE_VENV, whose activate puts DIR/bin first on PATH.
+FAKE_TOOL = """#!/usr/bin/env bash
+{ printf '%s\\t' "$0" "$PWD" "$@"; printf '\\n'; } >> "$CI_LOG"
+case "$(basename "$0")" in
+  python*) if [ "${1:-}" = -m ] && [ "${2:-}" = venv ]; then mkdir -p "$3" && cp -R "$CI_FAKE_VENV/." "$3"; fi ;;
+  pip) exit "${CI_PIP_RC:-0}" ;;
+  pytest) exit "${CI_PYTEST_RC:-0}" ;;
+esac
+"""
+FAKE_ACTIVATE = """VIRTUAL_ENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export VIRTUAL_ENV
+export PATH="$VIRTUAL_ENV/bin:$PATH"
+"""
+
+
+def run_ci(tmp_path: Path, **rcs: str) -> Tuple[int, List[List[str]], Path, str]:
+    """Run .ci/run with stand-in tools; return its exit status, the recorded calls, its TMPDIR and stderr."""
+    fake_bin, fake_venv, tmp = tmp_path / "bin", tmp_path / "venv_template", tmp_path / "tmp"
+    for folder in (fake_bin, fake_venv / "bin", tmp):
+        folder.mkdir(parents=True)
+    for name in ("python", "python3", "pip", "pytest"):
+        for folder in (fake_bin, fake_venv / "bin"):
+            (folder / name).write_text(FAKE_TOOL)
+            (folder / name).chmod(0o755)
+    (fake_venv / "bin" / "activate").write_text(FAKE_ACTIVATE)
+    log = tmp_path / "calls.log"
+    log.touch()
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp),
+           "CI_LOG": str(log), "CI_FAKE_VENV": str(fake_venv), **rcs}
+    env.pop("VIRTUAL_ENV", None)
+    out = subprocess.run([str(ROOT / ".ci" / "run")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    return out.returncode, [line.split("\t")[:-1] for line in log.read_text().splitlines()], tmp, out.stderr
+
+
+def test_ci_script_installs_and_tests_as_the_readme_says_in_a_fresh_venv(tmp_path):
+    readme = {c[0]: c[1:] for c in readme_shell_commands() if c[0] in ("pip", "pytest")}
+    rc, calls, tmp, stderr = run_ci(tmp_path / "ok")
+    assert rc == 0, stderr
+    assert [Path(c[0]).name for c in calls] == ["python3", "pip", "pytest"]  # in this order, nothing else
+    (_, _, *venv_args), (pip, pip_cwd, *pip_args), (pytest_bin, pytest_cwd, *pytest_args) = calls
+    assert venv_args[:2] == ["-m", "venv"]
+    venv = Path(venv_args[2])
+    assert tmp in venv.parents  # a fresh folder from mktemp
+    # pip and pytest are the venv's (it is activated), run from the repository root with the README's arguments
+    assert (Path(pip), Path(pytest_bin)) == (venv / "bin" / "pip", venv / "bin" / "pytest")
+    assert Path(pip_cwd).resolve() == Path(pytest_cwd).resolve() == ROOT.resolve()
+    assert pip_args == readme["pip"] == ["install", "-e", ".[dev]"] and pytest_args == readme["pytest"] == []
+    assert list(tmp.iterdir()) == []  # the environment is removed afterwards
+
+    rc, calls, tmp, _ = run_ci(tmp_path / "tests_fail", CI_PYTEST_RC="1")
+    assert rc != 0 and [Path(c[0]).name for c in calls] == ["python3", "pip", "pytest"]
+    assert list(tmp.iterdir()) == []
+    rc, calls, tmp, _ = run_ci(tmp_path / "install_fails", CI_PIP_RC="1")
+    assert rc != 0 and [Path(c[0]).name for c in calls] == ["python3", "pip"]  # no tests without an install
+    assert list(tmp.iterdir()) == []
+
+
+def test_readme_yaml_snippets_are_valid_configs():
     text = (ROOT / "README.md").read_text()
-    assert 'pip install -e ".[dev]"' in text and "cyclecmda train configs/quickstart.yaml" in text
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install -e ".[dev]"' in ci and re.search(r"^pytest$", ci, re.M)
     snippets = re.findall(r"```yaml\n(.*?)```", text, re.S)
     assert snippets
     for snippet in snippets:

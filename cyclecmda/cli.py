@@ -99,6 +99,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     summary = translate_folder(
         args.artifact, args.input, args.output, batch_size=args.batch_size, device=args.device,
         tile=args.tile, overlap=args.overlap, strength=args.strength, max_image_pixels=args.max_image_pixels,
+        units=args.units,
     )
     print(format_summary(summary))
     return 0 if summary["translated"] > 0 else 1
@@ -143,13 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate image files with an exported translator")
     p.add_argument("artifact", help="an exported direction folder (e.g. exports/a2b)")
     p.add_argument("input", help="an image file, or a folder searched recursively for images")
-    p.add_argument("output", help="output folder; files keep their relative paths, names and bit depth")
+    p.add_argument("output", help="output folder; files keep their relative paths and names")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images of one size per forward (default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--tile", type=_positive_int, help="translate images larger than this in overlapping tiles")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default tile // 4)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="blend of original (0) and translation (1), default 1")
+    p.add_argument("--units", choices=["target", "input"], default="target",
+                   help="target (default): the target domain's dtype and raw value range, as trained, so the "
+                        "output is a dataset of that domain; input: each input's own dtype and range")
     _add_pixel_limit(p, "images")
     p.set_defaults(func=_cmd_translate)
 

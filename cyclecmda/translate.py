@@ -1,8 +1,10 @@
 """Translate image files with an exported translator: folders in, folders out, optionally in tiles.
 
-Each output keeps its input's relative path, file name, dtype and value range (the mapping of
-:func:`cyclecmda.augment.core.unit_mapping` for the artifact's input side, applied both ways) and
-has the generator's output channel count. Images of one size are translated ``batch_size`` at a
+Each output keeps its input's relative path and file name and has the generator's output channel
+count. Its units are the target domain's by default, so a folder translated makes a dataset of
+that domain: its training dtype (uint16 for 16-bit, else uint8) and raw value range
+(``meta.json``'s ``output``); ``units="input"`` keeps each input's dtype and value range instead
+(:func:`cyclecmda.augment.core.output_units`). Images of one size are translated ``batch_size`` at a
 time; large images can go through overlapping tiles blended with a smooth window.
 """
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cyclecmda.augment.core import TranslatorArtifact, from_unit, load_artifact, to_unit, translate_unit, unit_mapping
+from cyclecmda.augment.core import UNITS, TranslatorArtifact, load_artifact, translate_raw, translate_unit
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.files import OutputError, ensure_writable_dir
 from cyclecmda.images import MAX_IMAGE_PIXELS, probe_image, read_image, write_image
@@ -177,16 +179,18 @@ def translate_arrays(
     tile: Optional[int] = None,
     overlap: Optional[int] = None,
     strength: float = 1.0,
+    units: str = "target",
 ) -> np.ndarray:
-    """(N, H, W, C) uint8/uint16 images -> (N, H, W, C_out) translations of the same dtype and range."""
-    lo, hi = unit_mapping(images.dtype, artifact.meta["input"])
+    """(N, H, W, C) uint8/uint16 images -> (N, H, W, C_out) translations in `units` (target or input)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
-    unit = to_unit(x, lo, hi)
-    if tile is None:
-        fake = translate_unit(artifact, unit, torch.full((len(images),), float(strength)), keep_input_channels=False)
-    else:
-        fake = translate_tiled(artifact, unit, tile, overlap, strength)
-    return from_unit(fake, lo, hi, x.dtype).permute(0, 2, 3, 1).cpu().numpy()
+    strengths = torch.full((len(images),), float(strength))
+
+    def translate(unit: torch.Tensor) -> torch.Tensor:
+        if tile is None:
+            return translate_unit(artifact, unit, strengths, keep_input_channels=False)
+        return translate_tiled(artifact, unit, tile, overlap, strength)
+
+    return translate_raw(artifact, x, translate, units).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def translate_folder(
@@ -200,14 +204,20 @@ def translate_folder(
     strength: float = 1.0,
     progress: bool = True,
     max_image_pixels: Optional[int] = MAX_IMAGE_PIXELS,
+    units: str = "target",
 ) -> Dict[str, Any]:
     """Translate every image under `input` (a folder, searched recursively, or one file) into `output`.
+
+    ``units="target"`` writes the target domain's dtype and raw value range, ``"input"`` each
+    input's own.
 
     Unreadable images, and images of more than `max_image_pixels` (width x height; None or 0: no
     limit), are reported on stderr and skipped. Returns a summary: ``translated`` and
     ``skipped`` counts, ``written`` output paths, ``skipped_files`` {path: reason} and
     ``renamed`` {input: output} for 16-bit results written as PNG instead of an 8-bit-only format.
     """
+    if units not in UNITS:
+        raise TranslateError(f"units must be one of {', '.join(UNITS)}, got {units!r}.")
     if batch_size < 1:
         raise TranslateError(f"batch size must be a positive integer, got {batch_size}.")
     if not 0.0 <= strength <= 1.0:
@@ -240,7 +250,7 @@ def translate_folder(
 
     for items in _decoded_batches(files, batch_size, skip, max_image_pixels):
         try:
-            fakes = translate_arrays(artifact, np.stack([img for _, img in items]), device, tile, overlap, strength)
+            fakes = translate_arrays(artifact, np.stack([img for _, img in items]), device, tile, overlap, strength, units)
         except CycleCMDAError as exc:
             for path, _ in items:
                 skip(path, str(exc))
@@ -250,9 +260,9 @@ def translate_folder(
             for path, _ in items:
                 skip(path, reason)
             continue
-        for (path, img), fake in zip(items, fakes):
+        for (path, _), fake in zip(items, fakes):
             rel = path.relative_to(root)
-            dest = output_path(out_dir, rel, img.dtype, taken)
+            dest = output_path(out_dir, rel, fake.dtype, taken)
             if dest.suffix != rel.suffix and not summary["renamed"]:
                 bar.write(f"note: 16-bit results cannot be stored as {rel.suffix}; writing PNG instead "
                           f"(first: {path} -> {dest})", file=sys.stderr)

@@ -213,7 +213,7 @@ def test_synthesized_modality_follows_geometric_transforms(exported):
     img = rgb(70, 90)
     synth = SynthesizeModality(exported / "a2b", target="infrared")
     infrared_full = synth(image=img)["infrared"]
-    assert infrared_full.shape == (70, 90, 1) and infrared_full.dtype == np.uint8
+    assert infrared_full.shape == (70, 90, 1) and infrared_full.dtype == np.uint16  # B: 16-bit counts
     seen = set()
     for seed in range(8):
         pipeline = A.Compose([SynthesizeModality(exported / "a2b", target="infrared"), A.RandomCrop(48, 48),

@@ -39,9 +39,10 @@ def nested_rgb_folder(root: Path) -> List[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix in (".png", ".jpg"))
 
 
-def test_folder_keeps_relative_paths_names_and_8bit_and_matches_the_network(artifacts, tmp_path):
+def test_folder_keeps_relative_paths_names_and_input_units_and_matches_the_network(artifacts, tmp_path):
     rels = nested_rgb_folder(tmp_path / "src")
-    summary = translate_folder(artifacts / "a2b", tmp_path / "src", tmp_path / "out", batch_size=2, progress=False)
+    summary = translate_folder(artifacts / "a2b", tmp_path / "src", tmp_path / "out", batch_size=2, units="input",
+                               progress=False)
     assert (summary["translated"], summary["skipped"]) == (8, 0)
     written = sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written == rels  # same relative paths and names, .jpg stays .jpg, no stray files
@@ -59,7 +60,8 @@ def test_folder_keeps_relative_paths_names_and_8bit_and_matches_the_network(arti
     assert np.abs(read_image(tmp_path / "out" / rels[0])[..., 0].astype(float) - expected).max() <= 1
 
     # batching (several images per forward, separate forwards per size) does not change results
-    one = translate_folder(artifacts / "a2b", tmp_path / "src", tmp_path / "one", batch_size=1, progress=False)
+    one = translate_folder(artifacts / "a2b", tmp_path / "src", tmp_path / "one", batch_size=1, units="input",
+                           progress=False)
     assert one["translated"] == 8
     for rel in rels:
         if rel.suffix == ".png":  # JPEG re-encoding is lossy
@@ -67,13 +69,13 @@ def test_folder_keeps_relative_paths_names_and_8bit_and_matches_the_network(arti
             assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, rel
 
 
-def test_16bit_input_stays_16bit_and_8bit_only_formats_become_png(artifacts, tmp_path, capsys):
+def test_16bit_input_units_stay_16bit_and_8bit_only_formats_become_png(artifacts, tmp_path, capsys):
     src = tmp_path / "thermal"
     make_images(src, 2, 1, np.uint16, size=36)
     for name in ("mislabeled_1.jpg", "mislabeled_2.jpg"):  # 16-bit PNG data behind a .jpg name
         (src / name).write_bytes((src / "img_000.png").read_bytes())
     (src / "mislabeled_1.png").write_bytes((src / "img_001.png").read_bytes())  # takes the obvious name
-    summary = translate_folder(artifacts / "b2a", src, tmp_path / "out", batch_size=8, progress=False)
+    summary = translate_folder(artifacts / "b2a", src, tmp_path / "out", batch_size=8, units="input", progress=False)
     assert (summary["translated"], summary["skipped"]) == (5, 0)
     outputs = {p.name: read_image(p) for p in (tmp_path / "out").iterdir()}
     assert set(outputs) == {"img_000.png", "img_001.png", "mislabeled_1.png", "mislabeled_1.jpg.png", "mislabeled_2.png"}
@@ -199,8 +201,8 @@ def test_tiled_trained_generator_matches_untiled_and_the_folder_api_uses_it(arti
     src = tmp_path / "big"
     img = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     write_image(src / "big.png", img)
-    translate_folder(artifacts / "a2b", src, tmp_path / "whole", progress=False)
-    translate_folder(artifacts / "a2b", src, tmp_path / "tiled", tile=48, overlap=24, progress=False)
+    translate_folder(artifacts / "a2b", src, tmp_path / "whole", units="input", progress=False)
+    translate_folder(artifacts / "a2b", src, tmp_path / "tiled", tile=48, overlap=24, units="input", progress=False)
     a = read_image(tmp_path / "whole" / "big.png").astype(float) / 255
     b = read_image(tmp_path / "tiled" / "big.png").astype(float) / 255
     assert a.shape == b.shape == (72, 100, 1)

@@ -9,7 +9,7 @@ import albumentations as A
 import numpy as np
 import torch
 
-from cyclecmda.augment.core import TranslatorArtifact, from_unit, load_artifact, to_unit, translate_unit, unit_mapping
+from cyclecmda.augment.core import TranslatorArtifact, check_units, load_artifact, translate_raw, translate_unit
 
 
 Strength = Union[float, Tuple[float, float]]
@@ -23,15 +23,20 @@ def _strength_range(strength: Union[float, Sequence[float]]) -> Tuple[float, flo
 
 
 def translate_batch(
-    artifact: TranslatorArtifact, images: np.ndarray, strengths: Sequence[float], device: str, keep_input_channels: bool
+    artifact: TranslatorArtifact,
+    images: np.ndarray,
+    strengths: Sequence[float],
+    device: str,
+    keep_input_channels: bool,
+    units: str = "input",
 ) -> np.ndarray:
-    """(N, H, W[, C]) uint8/uint16/float32 images -> translated images of the same dtype and range."""
+    """(N, H, W[, C]) uint8/uint16/float32 images -> translations in `units` (see :func:`output_units`)."""
     squeeze = images.ndim == 3
     batch = images[..., None] if squeeze else images
-    lo, hi = unit_mapping(batch.dtype, artifact.meta["input"])
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)
-    unit = translate_unit(artifact, to_unit(x, lo, hi), torch.tensor(list(strengths)), keep_input_channels)
-    out = from_unit(unit, lo, hi, x.dtype).permute(0, 2, 3, 1).cpu().numpy()
+    s = torch.tensor(list(strengths))
+    out = translate_raw(artifact, x, lambda unit: translate_unit(artifact, unit, s, keep_input_channels), units)
+    out = out.permute(0, 2, 3, 1).cpu().numpy()
     return out[..., 0] if squeeze and out.shape[-1] == 1 else out
 
 
@@ -45,10 +50,14 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         keep_input_channels: return as many channels as the input image (a 1-channel translation of
             an RGB image is replicated to 3, an RGB translation of a gray image becomes luma); with
             False the generator's own channel count is returned.
+        units: ``"input"`` (default) returns the dtype and range the image came in, so the transform
+            never changes a pipeline's types; ``"target"`` returns the target domain's dtype and raw
+            range as trained (uint16 counts for a 16-bit thermal camera), and then every image,
+            translated or not (``p``, strength 0), leaves in those units.
         p: probability of applying the transform.
 
-    The image may be uint8, uint16 or float32 in [0, 1], HWC or HW; the result has the same dtype,
-    range and layout. The network is loaded on first use, once per process, so the transform is
+    The image may be uint8, uint16 or float32 in [0, 1], HWC or HW; with ``units="input"`` the
+    result has the same dtype, range and layout. The network is loaded on first use, once per process, so the transform is
     cheap to pickle into DataLoader workers. ``images`` (a batch) runs as one batched forward.
     """
 
@@ -58,6 +67,7 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         strength: Strength = 1.0,
         device: str = "cpu",
         keep_input_channels: bool = True,
+        units: str = "input",
         p: float = 1.0,
     ) -> None:
         super().__init__(p=p)
@@ -65,17 +75,24 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         self.strength = strength
         self.device = device
         self.keep_input_channels = keep_input_channels
+        self.units = check_units(units)
         self._range = _strength_range(strength)
         load_artifact(self.artifact)  # fail early on a wrong path; the network itself loads lazily
 
+    def should_apply(self, force_apply: bool = False) -> bool:
+        # in target units an image that is not translated must still leave in the target's units
+        return self.units == "target" or super().should_apply(force_apply)
+
     def get_params(self) -> Dict[str, Any]:
-        return {"strength": self.py_random.uniform(*self._range)}
+        translate = self.units == "input" or super().should_apply()  # the draw against p, in target units
+        return {"strength": self.py_random.uniform(*self._range) if translate else 0.0}
 
     def _translate(self, images: np.ndarray, strengths: Sequence[float]) -> np.ndarray:
-        return translate_batch(load_artifact(self.artifact), images, strengths, self.device, self.keep_input_channels)
+        artifact = load_artifact(self.artifact)
+        return translate_batch(artifact, images, strengths, self.device, self.keep_input_channels, self.units)
 
     def apply(self, img: np.ndarray, strength: float = 1.0, **params: Any) -> np.ndarray:
-        if strength <= 0 and self.keep_input_channels:
+        if strength <= 0 and self.keep_input_channels and self.units == "input":
             return img
         return self._translate(img[None], [strength])[0]
 
@@ -83,7 +100,7 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         return self._translate(np.asarray(images), [strength] * len(images))
 
     def get_transform_init_args_names(self) -> Tuple[str, ...]:
-        return ("artifact", "strength", "device", "keep_input_channels")
+        return ("artifact", "strength", "device", "keep_input_channels", "units")
 
 
 class SynthesizeModality(A.ImageOnlyTransform):
@@ -92,6 +109,11 @@ class SynthesizeModality(A.ImageOnlyTransform):
     Declare the new key in the pipeline (``A.Compose(..., additional_targets={"infrared": "image"})``)
     so that geometric transforms after this one are applied with the same parameters to both
     modalities. Always applied: a pipeline that expects the target must always get it.
+
+    ``units="target"`` (default): the new modality looks like the real sensor's data, in the
+    target domain's dtype and raw range as trained (uint16 counts for a 16-bit thermal camera,
+    uint8 for an 8-bit one), whatever the source image's dtype. ``units="input"`` gives it the
+    source image's dtype and range instead.
     """
 
     def __init__(
@@ -102,6 +124,7 @@ class SynthesizeModality(A.ImageOnlyTransform):
         strength: Strength = 1.0,
         device: str = "cpu",
         keep_input_channels: bool = False,
+        units: str = "target",
         p: float = 1.0,
     ) -> None:
         super().__init__(p=1.0)
@@ -111,6 +134,7 @@ class SynthesizeModality(A.ImageOnlyTransform):
         self.strength = strength
         self.device = device
         self.keep_input_channels = keep_input_channels
+        self.units = check_units(units)
         self._range = _strength_range(strength)
         load_artifact(self.artifact)
 
@@ -124,10 +148,10 @@ class SynthesizeModality(A.ImageOnlyTransform):
         out = dict(data)
         out[self.target] = translate_batch(
             load_artifact(self.artifact), np.asarray(data[self.source])[None], [strength], self.device,
-            self.keep_input_channels,
+            self.keep_input_channels, self.units,
         )[0]
         return out
 
     def get_transform_init_args_names(self) -> Tuple[str, ...]:
-        return ("artifact", "target", "source", "strength", "device", "keep_input_channels")
+        return ("artifact", "target", "source", "strength", "device", "keep_input_channels", "units")
 

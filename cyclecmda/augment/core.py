@@ -3,7 +3,9 @@
 Pixel values travel as a "unit" scale, [0, 1]. A pipeline image maps to it by its dtype: float
 images are taken as already in [0, 1]; uint8 / uint16 images use the artifact's value range for
 that side when the bit depth matches (as in training), else the full range of the dtype. The
-output goes back through the same mapping, so a transform returns the dtype and range it got.
+output leaves in one of two units (:func:`output_units`): ``"input"`` goes back through the same
+mapping, so an image keeps the dtype and range it came in; ``"target"`` gives the target domain's
+dtype and raw range as trained (uint16 counts of a 16-bit camera, uint8 of an 8-bit one).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Dict, Tuple, Union
+from typing import Callable, Dict, Tuple, Union
 
 import numpy as np
 import torch
@@ -120,17 +122,66 @@ def unit_mapping(dtype: Union[np.dtype, torch.dtype], side: Dict) -> Tuple[float
 def translate_unit(
     artifact: TranslatorArtifact, unit: torch.Tensor, strength: torch.Tensor, keep_input_channels: bool = True
 ) -> torch.Tensor:
-    """Translate (B, C, H, W) unit images and blend with the input by per-sample `strength` (B,)."""
-    fake = artifact(convert_channels(unit, artifact.in_channels) * 2 - 1).add(1).div(2).clamp(0, 1)
+    """Translate (B, C, H, W) unit images and blend with the input by per-sample `strength` (B,).
+
+    With every strength 0 the network is not run: the input comes back with the output's channels.
+    """
     channels = unit.shape[1] if keep_input_channels else artifact.out_channels
-    fake = convert_channels(fake, channels if channels in (1, 3) else 3)
-    if channels == 4:  # keep the input's alpha channel
-        fake = torch.cat([fake, unit[:, 3:4]], dim=1)
-    s = strength.to(device=unit.device, dtype=fake.dtype).view(-1, 1, 1, 1)
+    base = _with_channels(unit, channels, unit)
+    s = strength.to(device=unit.device, dtype=base.dtype).view(-1, 1, 1, 1)
+    if bool((s <= 0).all()):
+        return base
+    fake = artifact(convert_channels(unit, artifact.in_channels) * 2 - 1).add(1).div(2).clamp(0, 1)
+    fake = _with_channels(fake, channels, unit)
     if bool((s >= 1).all()):
         return fake
-    base = unit if unit.shape[1] == fake.shape[1] else convert_channels(unit, fake.shape[1])
     return base + s * (fake - base)
+
+
+def _with_channels(x: torch.Tensor, channels: int, alpha_from: torch.Tensor) -> torch.Tensor:
+    """`x` with `channels` channels (1, 3, or 4 keeping the alpha of `alpha_from`; others become 3)."""
+    out = convert_channels(x, channels if channels in (1, 3) else 3)
+    if channels == 4:
+        out = torch.cat([out, alpha_from[:, 3:4]], dim=1)
+    return out
+
+
+UNITS = ("input", "target")
+
+
+def check_units(units: str) -> str:
+    """`units` if it is one of UNITS, else ValueError."""
+    if units not in UNITS:
+        raise ValueError(
+            f"units must be 'input' (the input image's dtype and range) or 'target' (the target domain's "
+            f"dtype and raw range, as trained), got {units!r}."
+        )
+    return units
+
+
+def output_units(artifact: TranslatorArtifact, dtype: torch.dtype, units: str) -> Tuple[torch.dtype, float, float]:
+    """(dtype, lo, hi) of translations of `dtype` images: the input's own units, or the target domain's.
+
+    The target domain's are its training dtype (uint16 for 16-bit, else uint8) and raw value range.
+    """
+    if check_units(units) == "input":
+        lo, hi = unit_mapping(dtype, artifact.meta["input"])
+        return dtype, lo, hi
+    side = artifact.meta["output"]
+    lo, hi = side["value_range"]
+    return (torch.uint16 if side["bit_depth"] == 16 else torch.uint8), float(lo), float(hi)
+
+
+def translate_raw(
+    artifact: TranslatorArtifact,
+    x: torch.Tensor,
+    translate: Callable[[torch.Tensor], torch.Tensor],
+    units: str = "input",
+) -> torch.Tensor:
+    """(B, C, H, W) uint8/uint16/float images -> unit scale -> `translate` -> images in `units`."""
+    lo, hi = unit_mapping(x.dtype, artifact.meta["input"])
+    dtype, out_lo, out_hi = output_units(artifact, x.dtype, units)
+    return from_unit(translate(to_unit(x, lo, hi)), out_lo, out_hi, dtype)
 
 
 def to_unit(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

@@ -88,14 +88,15 @@ class Synthesis:
 
     def run(self, image: np.ndarray) -> np.ndarray:
         artifact = load_artifact(self.artifact)
-        out = artifact.meta["output"]
-        unit_in = _to_float(np.asarray(image), artifact.meta["input"])
+        image = np.asarray(image)
+        if self.dtype == "native":  # the target domain's units (as SynthesizeModality gives by default)
+            return translate_batch(artifact, image[None], [self.strength], self.device, False, units="target")[0]
+        unit_in = _to_float(image, artifact.meta["input"])
         unit = translate_batch(artifact, unit_in[None], [self.strength], self.device, keep_input_channels=False)[0]
-        dtype = self.dtype if self.dtype != "native" else ("uint16" if out["bit_depth"] == 16 else "uint8")
-        if dtype == "float32":
+        if self.dtype == "float32":
             return unit.astype(np.float32)
-        lo, hi = out["value_range"] if self.dtype == "native" else (0.0, float(np.iinfo(dtype).max))
-        return np.rint(unit * (hi - lo) + lo).clip(0, np.iinfo(dtype).max).astype(dtype)
+        hi = float(np.iinfo(self.dtype).max)
+        return np.rint(unit * hi).clip(0, hi).astype(self.dtype)
 
 
 def _to_float(image: np.ndarray, side: Mapping[str, Any]) -> np.ndarray:

@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2._utils import is_pure_tensor
 
 from cyclecmda.augment.albu import _strength_range
-from cyclecmda.augment.core import from_unit, load_artifact, to_unit, translate_unit, unit_mapping
+from cyclecmda.augment.core import check_units, load_artifact, translate_raw, translate_unit
 
 
 class CycleGANTranslateV2(v2.Transform):
@@ -20,6 +20,8 @@ class CycleGANTranslateV2(v2.Transform):
     Works on ``tv_tensors.Image`` and plain tensors (uint8, uint16, or float in [0, 1]) wherever
     they live: the network runs on the input's device. ``Mask``, ``BoundingBoxes`` and other
     targets pass through untouched. ``strength`` is a float or a (min, max) range drawn per sample.
+    ``units="input"`` (default) keeps the input's dtype and range; ``units="target"`` returns the
+    target domain's dtype and raw range as trained, for every sample, translated or not (``p``).
     """
 
     _transformed_types = (tv_tensors.Image, is_pure_tensor)
@@ -29,12 +31,14 @@ class CycleGANTranslateV2(v2.Transform):
         artifact: Union[str, Path],
         strength: Union[float, Tuple[float, float]] = 1.0,
         keep_input_channels: bool = True,
+        units: str = "input",
         p: float = 1.0,
     ) -> None:
         super().__init__()
         self.artifact = str(artifact)
         self.strength = strength
         self.keep_input_channels = keep_input_channels
+        self.units = check_units(units)
         self.p = p
         self._range = _strength_range(strength)
         load_artifact(self.artifact)
@@ -48,15 +52,16 @@ class CycleGANTranslateV2(v2.Transform):
         return {"strength": torch.where(apply, strength, torch.zeros(n))}
 
     def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
-        if not bool((params["strength"] > 0).any()):
+        keeps_units = self.units == "input"
+        if keeps_units and not bool((params["strength"] > 0).any()):
             return inpt
         artifact = load_artifact(self.artifact)
         x = inpt.as_subclass(torch.Tensor)
         batch = x if x.ndim == 4 else x.unsqueeze(0)
-        lo, hi = unit_mapping(batch.dtype, artifact.meta["input"])
-        unit = translate_unit(artifact, to_unit(batch, lo, hi), params["strength"], self.keep_input_channels)
-        out = from_unit(unit, lo, hi, batch.dtype)
-        if out.shape == batch.shape:  # samples drawn with strength 0 come back untouched
+        strength = params["strength"]
+        out = translate_raw(artifact, batch, lambda u: translate_unit(artifact, u, strength, self.keep_input_channels),
+                            self.units)
+        if keeps_units and out.shape == batch.shape:  # samples drawn with strength 0 come back untouched
             keep = (params["strength"] <= 0).to(out.device).view(-1, 1, 1, 1)
             out = torch.where(keep, batch, out)
         out = out if x.ndim == 4 else out.squeeze(0)

@@ -350,10 +350,18 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100).")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot parse overrides {list(overrides)}: {exc}") from None
+    merged = OmegaConf.create()
+    for item in overrides:
+        key, value = item.split("=", 1)
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except (yaml.YAMLError, OmegaConfBaseException) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"override {item!r}: the value {value!r} of '{key}' is not valid YAML ({reason}); "
+                f"to pass it as text, quote it inside the shell's quotes: '{key}=\"{value}\"'."
+            ) from None
+    return merged
 
 
 def _read_yaml(path: Path) -> DictConfig:

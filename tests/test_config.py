@@ -74,6 +74,8 @@ def test_saved_config_reloads_unchanged(tmp_path):
         ("run.device=gpu", ["run.device", "cuda"]),
         ("data.a.transforms=[{name: HorizontalFlp}]", ["data.a.transforms[0]", "Did you mean 'HorizontalFlip'"]),
         ("data.a.transforms=[{name: Resize, params: {height: 3}}]", ["data.a.transforms[0]", "width"]),
+        ("data.a.root=[frames", ["data.a.root", "'[frames'", "not valid YAML", "data.a.root=\"[frames\""]),
+        ('train.max_steps="5', ["train.max_steps", "not valid YAML"]),
     ],
 )
 def test_bad_keys_and_values_name_the_key_and_valid_choices(override, must_say):

@@ -88,7 +88,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     directions = DIRECTIONS if args.direction == "both" else (args.direction,)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    for folder in export_checkpoint(args.checkpoint, args.out, directions, formats):
+    for folder in export_checkpoint(args.checkpoint, args.out, directions, formats, task=args.task):
         print(f"exported {folder}")
     return 0
 
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder; one subfolder per direction (a2b, b2a)")
     p.add_argument("--direction", choices=["a2b", "b2a", "both"], default="both")
     p.add_argument("--format", default="torchscript", help="comma-separated: torchscript, onnx (default torchscript)")
+    p.add_argument("--task", action="store_true",
+                   help="also write task_b/: the task network of a loss.semantic run, trained on translated A "
+                        "images, as a standalone classifier or segmenter of B images")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="FID/KID, cycle and paired errors of a checkpoint or export on test folders")

@@ -60,6 +60,12 @@ class DomainConfig:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     # None: Resize(load_size) -> RandomCrop(crop_size) -> HorizontalFlip (if data.flip).
     transforms: Optional[List[TransformConfig]] = None
+    # Image-level classes of root's images: a CSV with a header naming a 'filename' (or 'file')
+    # column and a 'label' column (class index or name), or 'folders' (class-named subfolders).
+    labels: str = ""
+    masks: str = ""  # folder of 1-channel label PNGs named like root's images (class per pixel, 255 ignore)
+    test_labels: str = ""  # the same for test_root's images
+    test_masks: str = ""
 
 
 @dataclass
@@ -79,6 +85,8 @@ class DataConfig:
     max_image_pixels: Optional[int] = 178_956_970
     extensions: List[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     demo_dir: str = ""  # when set and both roots are missing, demo data is generated here
+    classes: List[str] = field(default_factory=list)  # class names of the labels (empty: from the labels)
+    mask_classes: List[str] = field(default_factory=list)  # names of the mask values 0..K-1 (needed with masks)
 
 
 @dataclass
@@ -97,12 +105,35 @@ class DiscConfig:
 
 
 @dataclass
+class TaskConfig:
+    # The task network of loss.semantic: auto (small_classifier or small_segmenter), a registered
+    # name, or torchvision.<model> (built with weights=None; 'weights' loads a local file).
+    arch: str = "auto"
+    width: int = 32
+    weights: str = ""
+
+
+@dataclass
 class ModelConfig:
     gen: GenConfig = field(default_factory=GenConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     norm: str = "instance"  # instance | batch | sync_batch (batch statistics over all CUDA processes) | none
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
     init_gain: float = 0.02
+
+
+@dataclass
+class SemanticConfig:
+    """Label-preserving term: a task network's answer on a translation must equal its source's label."""
+
+    kind: str = "none"  # none | class (data.*.labels) | mask (data.*.masks)
+    weight: float = 1.0
+    warmup_steps: int = 0  # the generator term stays off for this many steps ...
+    max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
+    confidence: float = 0.9  # B -> A on unlabelled B: pseudo-labels where the task network is this sure
+    lr: float = 1e-3  # Adam learning rate of the task networks
+    self_training: bool = False  # task_b also learns from real B with its own confident predictions
 
 
 @dataclass
@@ -118,6 +149,7 @@ class LossConfig:
     nce_patches: int = 256  # positions sampled per feature map
     nce_temperature: float = 0.07
     pool_size: int = 50
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
 
 
 @dataclass
@@ -150,7 +182,7 @@ class TrainConfig:
     eval_features: str = "none"  # none | inception: FID/KID in the loop (needs Inception-v3 weights)
     features_weights: str = ""  # Inception-v3 weights file; "" looks in the torch hub cache
     best_metric: str = "eval/paired_l1_a2b"  # kept in best.pt, e.g. eval/fid_a2b, eval/paired_ssim_a2b
-    best_mode: str = "auto"  # auto (psnr/ssim higher, others lower) | min | max
+    best_mode: str = "auto"  # auto (psnr, ssim, downstream_b, task_* higher; others lower) | min | max
     export_on_finish: bool = False  # export both directions to <run>/export when training ends
     export_formats: List[str] = field(default_factory=lambda: ["torchscript"])  # torchscript, onnx
 
@@ -185,6 +217,7 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.eval_features": ("none", "inception"),
     "train.best_mode": ("auto", "min", "max"),
+    "loss.semantic.kind": ("none", "class", "mask"),
 }
 
 
@@ -294,6 +327,7 @@ def _check_values(cfg: Config) -> None:
     positive("loss.nce_patches", lo.nce_patches)
     positive("loss.nce_temperature", lo.nce_temperature)
     positive("loss.pool_size", lo.pool_size, allow_zero=True)
+    _check_semantic(cfg)
     positive("optim.lr", cfg.optim.lr)
     for key in ("beta1", "beta2"):
         v = getattr(cfg.optim, key)
@@ -322,6 +356,33 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(
             f"invalid value {cfg.run.device!r} for 'run.device'; valid: auto, cpu, cuda, cuda:N, mps."
         )
+
+
+def _check_semantic(cfg: Config) -> None:
+    """loss.semantic needs the labels it learns from, and sane numbers."""
+    sem, d = cfg.loss.semantic, cfg.data
+    for key in ("weight", "max_task_loss", "lr"):
+        value = getattr(sem, key)
+        if not value > 0 or value != value:
+            raise ConfigError(f"invalid value {value!r} for config key 'loss.semantic.{key}'; it must be > 0.")
+    if sem.warmup_steps < 0:
+        raise ConfigError(f"invalid value {sem.warmup_steps!r} for 'loss.semantic.warmup_steps'; it must be >= 0.")
+    if not 0 < sem.confidence <= 1:
+        raise ConfigError(f"invalid value {sem.confidence!r} for 'loss.semantic.confidence'; it must be in (0, 1].")
+    if cfg.model.task.width < 1:
+        raise ConfigError(f"invalid value {cfg.model.task.width!r} for 'model.task.width'; it must be >= 1.")
+    if sem.kind == "class" and not d.a.labels:
+        raise ConfigError("loss.semantic.kind=class learns from labelled A images: set data.a.labels "
+                          "(a CSV of file,label rows, or 'folders').")
+    if sem.kind == "mask" and not d.a.masks:
+        raise ConfigError("loss.semantic.kind=mask learns from A's label masks: set data.a.masks (a folder of label PNGs).")
+    if (d.a.masks or d.b.masks or d.a.test_masks or d.b.test_masks) and len(d.mask_classes) < 2:
+        raise ConfigError("data.*.masks are set but data.mask_classes is not: list the names of the mask values "
+                          "0..K-1 (at least 2), e.g. data.mask_classes=[background,person,car].")
+    for name in ("a", "b"):
+        dom: DomainConfig = getattr(d, name)
+        if dom.test_labels and not dom.test_root or dom.test_masks and not dom.test_root:
+            raise ConfigError(f"data.{name}.test_labels / test_masks label data.{name}.test_root's images; set data.{name}.test_root.")
 
 
 def _check_transform(key: str, t: TransformConfig) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ from cyclecmda.images import convert_channels
 from cyclecmda.layers import init_weights
 from cyclecmda.losses import GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
 from cyclecmda.models import create_discriminator, create_generator
+from cyclecmda.semantic import SemanticLoss
 
 Tensors = Dict[str, torch.Tensor]
 
@@ -39,8 +40,10 @@ def build_network(spec: Dict[str, Any]) -> nn.Module:
 class CycleGAN(nn.Module):
     """gen_ab: A -> B, gen_ba: B -> A, disc_a judges A images, disc_b judges B images."""
 
-    def __init__(self, model: ModelConfig, loss: LossConfig, channels_a: int, channels_b: int) -> None:
+    def __init__(self, model: ModelConfig, loss: LossConfig, channels_a: int, channels_b: int,
+                 semantic: Optional[SemanticLoss] = None) -> None:
         super().__init__()
+        self.semantic = semantic  # loss.semantic: task networks that judge what a translation shows
         self.specs = network_specs(model, channels_a, channels_b)
         self.gen_ab = build_network(self.specs["gen_ab"])
         self.gen_ba = build_network(self.specs["gen_ba"])
@@ -81,8 +84,11 @@ class CycleGAN(nn.Module):
         yield from self.disc_b.parameters()
 
     def set_discriminators_trainable(self, trainable: bool) -> None:
+        """Freeze (or unfreeze) every judge of the translations: discriminators and task networks."""
         for p in self.discriminator_parameters():
             p.requires_grad_(trainable)
+        if self.semantic is not None:
+            self.semantic.set_trainable(trainable)
 
     def translate(self, real_a: torch.Tensor, real_b: torch.Tensor, identity: bool = False) -> Tensors:
         """Translations and reconstructions of both domains (and identity maps if asked)."""
@@ -123,10 +129,12 @@ class CycleGAN(nn.Module):
         t = self.loss_cfg.nce_temperature
         return torch.stack([patch_nce_loss(q, k, t) for q, k in zip(queries, keys)]).mean()
 
-    def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors, Tensors]:
+    def generator_step(self, real_a: torch.Tensor, real_b: torch.Tensor, label_a: Optional[torch.Tensor] = None,
+                       label_b: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Tensors, Tensors]:
         """Generator loss with the discriminators' judgement; returns (total, losses, images).
 
-        Call with the discriminators frozen (``set_discriminators_trainable(False)``).
+        Call with the discriminators frozen (``set_discriminators_trainable(False)``). With
+        ``loss.semantic``, ``label_a`` / ``label_b`` are the batch's labels (ignore value where none).
         """
         c = self.loss_cfg
         use_identity = c.lambda_identity > 0
@@ -143,6 +151,9 @@ class CycleGAN(nn.Module):
         if use_identity:
             losses["idt_a"] = F.l1_loss(images["idt_a"], real_a) * c.lambda_a * c.lambda_identity
             losses["idt_b"] = F.l1_loss(images["idt_b"], real_b) * c.lambda_b * c.lambda_identity
+        if self.semantic is not None:
+            assert label_a is not None and label_b is not None, "loss.semantic needs the batch's labels"
+            losses.update(self.semantic.generator_losses(images, real_b, label_a, label_b))
         total = torch.stack([v.float() for v in losses.values()]).sum()
         losses["gen"] = total
         return total, losses, images

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
 from cyclecmda.errors import DataError
+from cyclecmda.labels import NO_LABEL, DomainLabels, read_mask
 from cyclecmda.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, convertible, probe_image, read_image, to_channels
 from cyclecmda.stopping import shield_worker
 
@@ -93,10 +94,12 @@ class DomainFiles:
         cfg: DomainConfig,
         files: Sequence[Path],
         on_bad_file: str = "error",
+        root: str = "",
         max_pixels: Optional[int] = MAX_IMAGE_PIXELS,
         limit_setting: str = LIMIT_SETTING,
     ) -> None:
         self.key = key  # e.g. "data.a"
+        self.root = root
         self.channels = cfg.channels
         self.bit_depth = cfg.bit_depth
         self.on_bad_file = on_bad_file
@@ -105,6 +108,24 @@ class DomainFiles:
         self.files = list(files)
         self.skipped: Dict[str, str] = {}
         self.value_range = ValueRange(0.0, 1.0)  # replaced by resolve_range
+        self.labels = DomainLabels()  # replaced by attach_labels
+        self.classes: List[str] = []
+        self.mask_classes: List[str] = []
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels.labels is not None
+
+    @property
+    def has_masks(self) -> bool:
+        return self.labels.masks is not None
+
+    def attach_labels(self, labels: str, masks: str, classes: Sequence[str], mask_classes: Sequence[str],
+                      test: bool = False) -> None:
+        """Read the labels and masks of these files; files with a problem follow on_bad_file."""
+        self.labels, self.classes = DomainLabels.build(self.files, self.root, labels, masks, classes, self.key, test)
+        self.mask_classes = list(mask_classes)
+        self._drop(self.labels.problems)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -197,12 +218,21 @@ class DomainFiles:
 
     def load(self, index: int) -> Tuple[np.ndarray, Path]:
         """Float32 HWC image in [0, 1] of file `index`; in skip mode a bad file is replaced by the next."""
+        img, _, path = self.load_labelled(index)
+        return img, path
+
+    def load_labelled(self, index: int) -> Tuple[np.ndarray, Optional[np.ndarray], Path]:
+        """:meth:`load` with the file's (H, W) uint8 mask (None without masks)."""
         for attempt in range(len(self.files)):
             path = self.files[(index + attempt) % len(self.files)]
             if str(path) in self.skipped:
                 continue
             try:
-                return self.value_range.to_unit(self.decode(path)), path
+                img = self.value_range.to_unit(self.decode(path))
+                mask = None
+                if self.labels.masks is not None:
+                    mask = read_mask(self.labels.masks[path], len(self.mask_classes), img.shape[:2])
+                return img, mask, path
             except DataError as exc:
                 if self.on_bad_file == "error":
                     raise
@@ -241,7 +271,9 @@ class UnpairedDataset(Dataset):
     """Draws A by index and B independently (at random, or in order with serial_b).
 
     Epoch length is the size of the larger domain. Each item is
-    ``{"a": (C_a, H, W), "b": (C_b, H, W), "a_path": str, "b_path": str}`` with values in [-1, 1].
+    ``{"a": (C_a, H, W), "b": (C_b, H, W), "a_path": str, "b_path": str}`` with values in [-1, 1],
+    and for a domain with labels ``"a_label"`` (class index), with masks ``"a_mask"`` ((H, W) int64
+    class indices, 255 where ignored), moved by the same transforms as the image.
     """
 
     def __init__(
@@ -267,9 +299,19 @@ class UnpairedDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _apply(self, pipeline: A.Compose, img: np.ndarray, seed: int, path: Path, key: str) -> torch.Tensor:
+    def _apply(self, pipeline: A.Compose, img: np.ndarray, seed: int, path: Path, key: str,
+               mask: Optional[np.ndarray] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The pipeline on an image (and its mask, moved with it: nearest for masks)."""
         _reseed(pipeline, seed)
-        out = pipeline(image=img)["image"]
+        result = pipeline(image=img) if mask is None else pipeline(image=img, mask=mask)
+        out = result["image"]
+        out_mask = None
+        if mask is not None:
+            m = np.asarray(result["mask"])
+            if m.shape[:2] != out.shape[:2]:
+                raise DataError(f"{key}.transforms moved the mask of '{path}' to {m.shape[1]}x{m.shape[0]} but the "
+                                f"image to {out.shape[1]}x{out.shape[0]}; use transforms that apply to masks too.")
+            out_mask = torch.from_numpy(np.ascontiguousarray(m.reshape(m.shape[:2]))).long()
         if out.ndim == 2:
             out = out[:, :, None]
         if self.size is not None and out.shape[:2] != (self.size, self.size):
@@ -277,7 +319,7 @@ class UnpairedDataset(Dataset):
                 f"{key}.transforms produced a {out.shape[0]}x{out.shape[1]} image from '{path}', "
                 f"but data.crop_size is {self.size}; end the pipeline with a crop or resize to that size."
             )
-        return to_tensor(out.astype(np.float32, copy=False))
+        return to_tensor(out.astype(np.float32, copy=False)), out_mask
 
     def __getitem__(self, index: Union[int, Tuple[int, int]]) -> Dict[str, Any]:
         """Item `index` of the current epoch, or of epoch e when given ``(e, index)``."""
@@ -285,22 +327,33 @@ class UnpairedDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         b_index = index % len(self.b) if self.serial_b else int(rng.integers(len(self.b)))
         seed_a, seed_b = (int(s) for s in rng.integers(0, 2**31 - 1, size=2))
-        img_a, path_a = self.a.load(index % len(self.a))
-        img_b, path_b = self.b.load(b_index)
-        return {
-            "a": self._apply(self.pipeline_a, img_a, seed_a, path_a, self.a.key),
-            "b": self._apply(self.pipeline_b, img_b, seed_b, path_b, self.b.key),
-            "a_path": str(path_a),
-            "b_path": str(path_b),
-        }
+        item: Dict[str, Any] = {}
+        for side, files, pipeline, i, seed in (("a", self.a, self.pipeline_a, index % len(self.a), seed_a),
+                                               ("b", self.b, self.pipeline_b, b_index, seed_b)):
+            img, mask, path = files.load_labelled(i)
+            item[side], moved = self._apply(pipeline, img, seed, path, files.key, mask)
+            item[f"{side}_path"] = str(path)
+            if files.has_labels:
+                item[f"{side}_label"] = files.labels.label(path)
+            if moved is not None:
+                item[f"{side}_mask"] = moved
+        return item
 
 
-def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "train") -> DomainFiles:
-    """List, check and range-resolve the files of one domain ('train' uses root, 'test' test_root)."""
-    root_key = f"{key}.root" if split == "train" else f"{key}.test_root"
-    root = dom.root if split == "train" else dom.test_root
-    files = DomainFiles(key, dom, list_images(root, cfg.extensions, root_key), cfg.on_bad_file, cfg.max_image_pixels)
+def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "train",
+                 classes: Sequence[str] = ()) -> DomainFiles:
+    """List, check and range-resolve the files of one domain ('train' uses root, 'test' test_root),
+    with their labels and masks where configured (class names: ``classes``, else data.classes, else
+    the labels')."""
+    train = split == "train"
+    root_key = f"{key}.root" if train else f"{key}.test_root"
+    root = dom.root if train else dom.test_root
+    files = DomainFiles(key, dom, list_images(root, cfg.extensions, root_key), cfg.on_bad_file,
+                        root=root, max_pixels=cfg.max_image_pixels)
     files.scan(cfg.scan)
+    labels, masks = (dom.labels, dom.masks) if train else (dom.test_labels, dom.test_masks)
+    if labels or masks:
+        files.attach_labels(labels, masks, list(classes) or cfg.classes, cfg.mask_classes, test=not train)
     files.resolve_range(dom.scale)
     return files
 
@@ -308,7 +361,7 @@ def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "tra
 def build_dataset(cfg: DataConfig, seed: int = 0, split: str = "train") -> UnpairedDataset:
     """The unpaired dataset of a config's data section, checked before any training starts."""
     a = build_domain("data.a", cfg.a, cfg, split)
-    b = build_domain("data.b", cfg.b, cfg, split)
+    b = build_domain("data.b", cfg.b, cfg, split, classes=a.classes)
     train = split == "train"
     return UnpairedDataset(
         a,

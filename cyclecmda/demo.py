@@ -28,6 +28,7 @@ from cyclecmda.errors import ConfigError, DataError
 __all__ = [
     "B_RANGE",
     "CLASS_NAMES",
+    "MASK_CLASSES",
     "SPLITS",
     "TEMPERATURE_RANGE_C",
     "Scene",
@@ -40,11 +41,13 @@ __all__ = [
     "render_temperature",
     "render_thermal",
     "render_visible",
+    "scene_mask",
     "sample_scene",
     "temperature_to_counts",
 ]
 
 CLASS_NAMES: Tuple[str, ...] = ("person", "car", "tree", "animal")
+MASK_CLASSES: Tuple[str, ...] = ("background",) + CLASS_NAMES  # values of the masks/ label images
 SPLITS: Tuple[str, ...] = ("trainA", "trainB", "testA", "testB")
 TEMPERATURE_RANGE_C: Tuple[float, float] = (-20.0, 80.0)  # maps linearly onto B_RANGE
 B_RANGE: Tuple[int, int] = (20000, 40000)  # raw counts of the demo thermal camera (of 0..65535)
@@ -380,6 +383,12 @@ def object_masks(scene: Scene) -> np.ndarray:
     return (np.argmax(np.stack(coverage), axis=0) - 1).astype(np.int16)
 
 
+def scene_mask(scene: Scene) -> np.ndarray:
+    """(H, W) uint8 class of each pixel: 0 background, 1 + the class index of the object seen there."""
+    classes = np.array([0] + [o.class_index + 1 for o in scene.objects], dtype=np.uint8)
+    return classes[object_masks(scene) + 1]
+
+
 # --------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------
@@ -528,10 +537,12 @@ def _remove_stale(folder: Path, count: int) -> None:
 def generate_demo_data(
     out_dir: str | Path, n_train: int = 300, n_test: int = 60, size: int = 64, seed: int = 0
 ) -> dict:
-    """Write the demo dataset (trainA/, trainB/, testA/, testB/, labels.csv, dataset.json) and summarise it.
+    """Write the demo dataset (trainA/, trainB/, testA/, testB/ with labels.csv, masks/, dataset.json).
 
     trainA holds visible photos and trainB thermal frames of different scenes; testA/testB hold
-    the same scenes in both modalities under the same file names. Same arguments, same bytes.
+    the same scenes in both modalities under the same file names. ``masks/<split>/`` holds a
+    label PNG per image under the same name (0 background, 1 + class index of the object).
+    Same arguments, same bytes.
     """
     _check_int("n_train", n_train, 1, MAX_COUNT)
     _check_int("n_test", n_test, 1, MAX_COUNT)
@@ -540,26 +551,30 @@ def generate_demo_data(
     n_train, n_test, size, seed = int(n_train), int(n_test), int(size), int(seed)
     root = Path(out_dir)
     dirs = {split: root / split for split in SPLITS}
-    for d in dirs.values():
+    mask_dirs = {split: root / "masks" / split for split in SPLITS}
+    for d in (*dirs.values(), *mask_dirs.values()):
         d.mkdir(parents=True, exist_ok=True)
 
     labels: Dict[str, List[int]] = {split: [] for split in SPLITS}
+
+    def write(split: str, i: int, scene: Scene, image: np.ndarray) -> None:
+        _write_png(dirs[split] / f"{i:05d}.png", image)
+        _write_png(mask_dirs[split] / f"{i:05d}.png", scene_mask(scene))
+        labels[split].append(scene.label)
+
     for i in range(n_train):
         scene = demo_scene(seed, "trainA", i, size)
-        _write_png(dirs["trainA"] / f"{i:05d}.png", cv2.cvtColor(render_visible(scene), cv2.COLOR_RGB2BGR))
-        labels["trainA"].append(scene.label)
+        write("trainA", i, scene, cv2.cvtColor(render_visible(scene), cv2.COLOR_RGB2BGR))
         scene = demo_scene(seed, "trainB", i, size)
-        _write_png(dirs["trainB"] / f"{i:05d}.png", render_thermal(scene))
-        labels["trainB"].append(scene.label)
+        write("trainB", i, scene, render_thermal(scene))
     for i in range(n_test):
         scene = demo_scene(seed, "test", i, size)
-        _write_png(dirs["testA"] / f"{i:05d}.png", cv2.cvtColor(render_visible(scene), cv2.COLOR_RGB2BGR))
-        _write_png(dirs["testB"] / f"{i:05d}.png", render_thermal(scene))
-        labels["testA"].append(scene.label)
-        labels["testB"].append(scene.label)
+        write("testA", i, scene, cv2.cvtColor(render_visible(scene), cv2.COLOR_RGB2BGR))
+        write("testB", i, scene, render_thermal(scene))
     for split in SPLITS:
         _write_labels(dirs[split], labels[split])
         _remove_stale(dirs[split], len(labels[split]))
+        _remove_stale(mask_dirs[split], len(labels[split]))
 
     counts = {split: len(labels[split]) for split in SPLITS}
     classes = [{"index": i, "name": name} for i, name in enumerate(CLASS_NAMES)]
@@ -568,6 +583,8 @@ def generate_demo_data(
         "description": "A: visible RGB photos (8-bit); B: thermal frames (16-bit raw counts). "
         "trainA/trainB unpaired; testA/testB paired by file name.",
         "classes": classes,
+        "mask_classes": [{"value": i, "name": name} for i, name in enumerate(MASK_CLASSES)],
+        "masks": {split: f"masks/{split}" for split in SPLITS},
         "image_size": [size, size],
         "seed": seed,
         "counts": counts,

@@ -69,6 +69,8 @@ def load_translators(path: Union[str, Path], device: str = "cpu") -> Translators
     meta: Dict = {}
     for folder in folders:
         artifact = TranslatorArtifact(folder)  # not the shared cache: Translators.to moves its modules
+        if artifact.task:
+            raise CycleCMDAError(f"'{folder}' is a task network, not a translator; evaluate an a2b or b2a folder.")
         meta = artifact.meta
         net = artifact.module(device)
         directions[meta["direction"]] = net

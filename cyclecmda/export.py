@@ -11,6 +11,11 @@ An artifact folder (one per direction) holds
   the network's registry name and arguments, package version, resolved training config and the
   source checkpoint's SHA-256.
 
+With ``task=True`` (``cyclecmda export --task``) a checkpoint trained with ``loss.semantic`` also
+gives ``task_b/``: the task network trained on translated A images, as a standalone classifier
+(``(B, K)`` logits) or segmenter (``(B, K, H, W)`` logits) of B images, in the same layout, its
+class names in ``meta.json``'s ``task`` entry.
+
 Loading needs only torch (``torch.jit.load``) or onnxruntime, never this package.
 """
 
@@ -98,8 +103,10 @@ def export_checkpoint(
     out_dir: PathLike,
     directions: Sequence[str] = DIRECTIONS,
     formats: Sequence[str] = ("torchscript",),
+    task: bool = False,
 ) -> List[Path]:
-    """Write one artifact folder per direction (``out_dir/a2b``, ``out_dir/b2a``); return them."""
+    """Write one artifact folder per direction (``out_dir/a2b``, ``out_dir/b2a``), and with
+    ``task`` the B task network (``out_dir/task_b``); return them."""
     for d in directions:
         if d not in DIRECTIONS:
             raise ExportError(f"unknown direction '{d}'; valid: a2b, b2a, both.")
@@ -108,6 +115,9 @@ def export_checkpoint(
             raise ExportError(f"unknown export format '{f}'; valid: {', '.join(FORMATS)}.")
     ensure_writable_dir(out_dir, "export folder")  # before any work
     ckpt = load_checkpoint(checkpoint)
+    if task and not ckpt.get("semantic"):
+        raise ExportError(f"'{checkpoint}' holds no task network: --task needs a run trained with "
+                          "loss.semantic.kind=class or mask.")
     digest = sha256_of(checkpoint)
     written = []
     for direction in directions:
@@ -143,14 +153,61 @@ def export_checkpoint(
             "checkpoint": {"file": Path(checkpoint).name, "sha256": digest, "step": ckpt["progress"]["step"]},
             "config": ckpt["config"],
         }
-        tmp = folder / "meta.json.tmp"
-        try:
-            tmp.write_text(json.dumps(meta, indent=2) + "\n")
-            tmp.replace(folder / "meta.json")
-        except OSError as exc:
-            raise output_error(exc, folder / "meta.json") from None
+        _write_meta(meta, folder)
         written.append(folder)
+    if task:
+        written.append(_export_task(ckpt, Path(out_dir) / "task_b", formats, digest, Path(checkpoint).name))
     return written
+
+
+def _write_meta(meta: Dict[str, Any], folder: Path) -> None:
+    tmp = folder / "meta.json.tmp"
+    try:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.replace(folder / "meta.json")
+    except OSError as exc:
+        raise output_error(exc, folder / "meta.json") from None
+
+
+def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], digest: str, name: str) -> Path:
+    """The B task network of a semantic run as an artifact: logits of B images, class names in meta."""
+    from cyclecmda.semantic import load_task_network
+
+    semantic = ckpt["semantic"]
+    spec = semantic["networks"]["task_b"]
+    state = {k[len("task_b."):]: v for k, v in semantic["state"].items() if k.startswith("task_b.")}
+    net = load_task_network(spec, state).eval()
+    ensure_writable_dir(folder, "export folder")
+    files: Dict[str, str] = {"weights": "weights.pt"}
+    atomic_torch_save(net.state_dict(), folder / "weights.pt")
+    in_channels = spec["args"]["in_channels"]
+    if "torchscript" in formats:
+        files["torchscript"] = "model.ts"
+        _save_torchscript(net, folder / "model.ts")
+    if "onnx" in formats:
+        files["onnx"] = "model.onnx"
+        _save_onnx(net, in_channels, folder / "model.onnx", output="logits")
+    kind, classes = semantic["kind"], list(semantic["classes"])
+    meta = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "direction": "task_b",
+        "task": {"kind": kind, "classes": classes,
+                 "output": "(B, K) class logits" if kind == "class" else "(B, K, H, W) per-pixel class logits",
+                 "trained_on": "translations of A training images with their labels (and labelled real B, if any)"},
+        "input": _side(ckpt["config"], ckpt["value_ranges"], "b"),
+        "output": {"channels": len(classes), "classes": classes},
+        "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input",
+        "size_multiple": 1,
+        "onnx_min_input_size": 4,
+        "network": spec,
+        "files": files,
+        "package_version": __version__,
+        "checkpoint": {"file": name, "sha256": digest, "step": ckpt["progress"]["step"]},
+        "config": ckpt["config"],
+    }
+    _write_meta(meta, folder)
+    return folder
 
 
 def _save_torchscript(module: nn.Module, path: Path) -> None:
@@ -167,12 +224,13 @@ def _save_torchscript(module: nn.Module, path: Path) -> None:
         raise OutputError(f"cannot write to '{path}': {short_reason(exc)}.") from None
 
 
-def _save_onnx(module: nn.Module, in_channels: int, path: Path) -> None:
+def _save_onnx(module: nn.Module, in_channels: int, path: Path, output: str = "translated") -> None:
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
         raise ExportError("ONNX export needs the 'onnx' package: pip install onnx onnxruntime") from None
-    example = torch.zeros(1, in_channels, 2 * module.size_multiple + 3, 2 * module.size_multiple + 5)
+    multiple = int(getattr(module, "size_multiple", 4))
+    example = torch.zeros(1, in_channels, 2 * multiple + 3, 2 * multiple + 5)
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -181,9 +239,9 @@ def _save_onnx(module: nn.Module, in_channels: int, path: Path) -> None:
             (example,),
             str(tmp),
             input_names=["image"],
-            output_names=["translated"],
+            output_names=[output],
             dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                          "translated": {0: "batch", 2: "height", 3: "width"}},
+                          output: {0: "batch"} if output == "logits" else {0: "batch", 2: "height", 3: "width"}},
             opset_version=17,
             dynamo=False,
         )

@@ -49,12 +49,14 @@ from cyclecmda.evaluate import compute_metrics, load_test_images
 from cyclecmda.files import ensure_writable_dir
 from cyclecmda.image_pool import ImagePool
 from cyclecmda.monitor import Monitor, NullMonitor, StepTimer, image_grid
-from cyclecmda.optim import adam, restore_optimizer
+from cyclecmda.optim import adam, adam_kernels, restore_optimizer
+from cyclecmda.semantic import batch_targets, build_semantic, test_targets
 from cyclecmda.progress import LRSchedule, Progress, RunPlan
 from cyclecmda.stopping import StopRequest, blocked_stop_signals
 
 Callback = Callable[["Trainer"], None]
 
+HIGHER_IS_BETTER = ("psnr", "ssim", "downstream", "task_")  # train.best_mode=auto: metrics named so are maximised
 STOP_POLL_EVERY = 10  # steps between the ranks' agreement on a stop request (multi-process runs)
 
 
@@ -149,7 +151,8 @@ class Trainer:
 
         # model, optimizers, precision
         t = cfg.train
-        self.model = CycleGAN(cfg.model, cfg.loss, cfg.data.a.channels, cfg.data.b.channels).to(self.device)
+        semantic = build_semantic(cfg, self.dataset.a, self.dataset.b)
+        self.model = CycleGAN(cfg.model, cfg.loss, cfg.data.a.channels, cfg.data.b.channels, semantic).to(self.device)
         multiple = self.model.gen_ab.size_multiple
         if cfg.data.crop_size % multiple:
             raise ConfigError(
@@ -161,6 +164,8 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.opt_gen = adam(self.model.generator_parameters(), cfg.optim, self.device)
         self.opt_disc = adam(self.model.discriminator_parameters(), cfg.optim, self.device)
+        self.opt_task = None if semantic is None else torch.optim.Adam(
+            semantic.parameters(), lr=cfg.loss.semantic.lr, **adam_kernels(cfg.optim, self.device))
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.pools = {"a": ImagePool(cfg.loss.pool_size), "b": ImagePool(cfg.loss.pool_size)}
@@ -174,9 +179,14 @@ class Trainer:
         m = self.model
         self.gen_objective: torch.nn.Module = Objective(m.generator_step, {"gen_ab": m.gen_ab, "gen_ba": m.gen_ba, **m.auxiliary()})
         self.disc_objective: torch.nn.Module = Objective(m.discriminator_step, {"disc_a": m.disc_a, "disc_b": m.disc_b})
+        self.task_objective: Optional[torch.nn.Module] = None
+        if semantic is not None:
+            self.task_objective = Objective(semantic.task_step, semantic.networks())
         if self.dist.enabled:
             self.gen_objective = wrap_ddp(self.gen_objective, self.dist, self.device)
             self.disc_objective = wrap_ddp(self.disc_objective, self.dist, self.device)
+            if self.task_objective is not None:
+                self.task_objective = wrap_ddp(self.task_objective, self.dist, self.device)
             if self.dist.rank:  # after building: the networks start equal, the pools draw differently
                 seed_everything(rank_seed(cfg.run.seed, self.dist.rank), cfg.run.deterministic)
 
@@ -206,7 +216,7 @@ class Trainer:
         self.schedule = LRSchedule(cfg.optim, t, self.plan.planned_epochs(self.progress))
         self.schedule.apply((self.opt_gen, self.opt_disc), self.plan.epochs_done(self.progress))
         self.samples = self._fixed_samples() if self.dist.is_main else {}
-        self.eval_images, self.extractor = self._eval_setup() if self.dist.is_main else ({}, None)
+        self.eval_images, self.eval_targets, self.extractor = self._eval_setup() if self.dist.is_main else ({}, {}, None)
         if rng is not None:  # last, so that building anything above draws nothing from the restored RNGs
             if self.dist.is_main:
                 set_rng_state(rng)
@@ -244,16 +254,20 @@ class Trainer:
         items = [ds[(0, i)] for i in range(n)]
         return {k: torch.stack([it[k] for it in items]).to(self.device) for k in ("a", "b")}
 
-    def _eval_setup(self) -> Tuple[Dict[str, torch.Tensor], Any]:
-        """Held-out images of both domains (and the FID feature network) for in-loop validation."""
+    def _eval_setup(self) -> Tuple[Dict[str, torch.Tensor], Dict[str, Optional[torch.Tensor]], Any]:
+        """Held-out images of both domains, their labels where the semantic loss can score them,
+        and the FID feature network, for in-loop validation."""
         t, d = self.cfg.train, self.cfg.data
         if not t.eval_every:
-            return {}, None
-        images, names = {}, {}
+            return {}, {}, None
+        images, names, targets = {}, {}, {}
+        semantic = self.model.semantic
         for side, dom in (("a", d.a), ("b", d.b)):
             value_range = getattr(self.dataset, side).value_range
             files, images[side] = load_test_images(side, dom.test_root, d, value_range, t.eval_max_images)
             names[side] = [p.name for p in files]
+            if semantic is not None:
+                targets[side] = test_targets(files, dom, d, f"data.{side}", semantic.kind, semantic.classes)
         if t.eval_paired and names["a"] != names["b"]:
             raise DataError(
                 "train.eval_paired is set but data.a.test_root and data.b.test_root do not hold the same file "
@@ -264,7 +278,7 @@ class Trainer:
             from cyclecmda.metrics import InceptionFeatures
 
             extractor = InceptionFeatures(t.features_weights or None).to(self.device)
-        return images, extractor
+        return images, targets, extractor
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -280,10 +294,15 @@ class Trainer:
         """Generator step with the discriminators frozen, then the discriminator step."""
         real_a, real_b = self._to_device(batch["a"]), self._to_device(batch["b"])
         model, scaler = self.model, self.scaler
+        labels: Tuple[torch.Tensor, ...] = ()
+        if model.semantic is not None:
+            kind = model.semantic.kind
+            labels = tuple(batch_targets(batch, side, kind, x).to(self.device, non_blocking=True)
+                           for side, x in (("a", real_a), ("b", real_b)))
 
         model.set_discriminators_trainable(False)
         with self._autocast():
-            gen_total, gen_losses, images = self.gen_objective(real_a, real_b)
+            gen_total, gen_losses, images = self.gen_objective(real_a, real_b, *labels)
         self.opt_gen.zero_grad(set_to_none=True)
         scaler.scale(gen_total).backward()
         scaler.step(self.opt_gen)
@@ -296,8 +315,15 @@ class Trainer:
         self.opt_disc.zero_grad(set_to_none=True)
         scaler.scale(disc_total).backward()
         scaler.step(self.opt_disc)
+        task_losses: Dict[str, torch.Tensor] = {}
+        if self.task_objective is not None and self.opt_task is not None:
+            with self._autocast():  # the task networks learn from real images and detached translations
+                task_total, task_losses = self.task_objective(real_a, real_b, images["fake_b"].detach(), *labels)
+            self.opt_task.zero_grad(set_to_none=True)
+            scaler.scale(task_total).backward()
+            scaler.step(self.opt_task)
         scaler.update()
-        return {**gen_losses, **disc_losses}
+        return {**gen_losses, **disc_losses, **task_losses}
 
     def _track(self, values: Dict[str, torch.Tensor]) -> None:
         """Accumulate values for the next log and remember the first non-finite one, on device."""
@@ -410,6 +436,8 @@ class Trainer:
         metrics = compute_metrics({"a2b": self.model.gen_ab, "b2a": self.model.gen_ba}, self.eval_images,
                                   paired=t.eval_paired, extractor=self.extractor, device=self.device)
         self.model.train()
+        if self.model.semantic is not None:
+            metrics.update(self.model.semantic.evaluate(self.model.gen_ab, self.eval_images, self.eval_targets, self.device))
         values = {f"eval/{k}": v for k, v in metrics.items()}
         monitor.scalars(self.step, values)
         if t.best_metric not in values:
@@ -417,7 +445,7 @@ class Trainer:
                 f"train.best_metric '{t.best_metric}' is not among the validation metrics: {', '.join(values)}."
             )
         value = values[t.best_metric]
-        higher = t.best_mode == "max" or (t.best_mode == "auto" and any(k in t.best_metric for k in ("psnr", "ssim")))
+        higher = t.best_mode == "max" or (t.best_mode == "auto" and any(k in t.best_metric for k in HIGHER_IS_BETTER))
         if self.best_value is None or (value > self.best_value if higher else value < self.best_value):
             self.best_value = value
             atomic_torch_save(self.state_dict(), self.run_dir / "best.pt")
@@ -436,7 +464,9 @@ class Trainer:
             "networks": self.model.specs,
             "state": {name: net.state_dict() for name, net in self.model.networks().items()},
             "auxiliary": {name: module.state_dict() for name, module in self.model.auxiliary().items()},
-            "optimizers": {"gen": self.opt_gen.state_dict(), "disc": self.opt_disc.state_dict()},
+            "optimizers": {"gen": self.opt_gen.state_dict(), "disc": self.opt_disc.state_dict(),
+                           **({"task": self.opt_task.state_dict()} if self.opt_task is not None else {})},
+            "semantic": None if self.model.semantic is None else self.model.semantic.checkpoint_state(),
             "scaler": self.scaler.state_dict(),
             "pools": {k: p.state_dict() for k, p in self.pools.items()},
             "progress": {**self.progress.state_dict(), "best_value": self.best_value,
@@ -508,6 +538,16 @@ class Trainer:
             )
         for name, module in aux.items():
             module.load_state_dict(stored_aux[name])
+        semantic, stored_semantic = self.model.semantic, ckpt.get("semantic")
+        if (semantic is None) != (stored_semantic is None):
+            raise CheckpointError(
+                f"checkpoint '{path}' was trained with loss.semantic.kind={ckpt['config']['loss'].get('semantic', {}).get('kind', 'none')}, "
+                f"this config sets {self.cfg.loss.semantic.kind}. Resume with the config stored in the run folder (config.yaml)."
+            )
+        if semantic is not None:
+            semantic.load_checkpoint_state(stored_semantic, str(path))
+            assert self.opt_task is not None
+            restore_optimizer(self.opt_task, ckpt["optimizers"]["task"])
         restore_optimizer(self.opt_gen, ckpt["optimizers"]["gen"])
         restore_optimizer(self.opt_disc, ckpt["optimizers"]["disc"])
         if ckpt["scaler"] and self.scaler.is_enabled():

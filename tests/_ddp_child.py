@@ -25,6 +25,8 @@ if __name__ == "__main__":
 
     trainer.train_step = recording_step
     initial = {name: {k: v.clone() for k, v in net.state_dict().items()} for name, net in trainer.model.networks().items()}
+    semantic = trainer.model.semantic
+    semantic_initial = None if semantic is None else {k: v.clone() for k, v in semantic.state_dict().items()}
     try:
         result = trainer.fit()
         torch.save(
@@ -35,6 +37,8 @@ if __name__ == "__main__":
                 "a_paths": seen,
                 "initial": initial,
                 "state": {name: net.state_dict() for name, net in trainer.model.networks().items()},
+                "semantic": None if semantic is None else semantic.state_dict(),
+                "semantic_initial": semantic_initial,
             },
             out / f"rank{trainer.dist.rank}.pt",
         )

@@ -1,13 +1,18 @@
 """Does the translation help a downstream model? Measured on the built-in demo data.
 
-The same small classifier is trained three ways and tested on real thermal (B) test images:
+The same small model is trained three ways and tested on real thermal (B) test images:
 
   (a) visible_gray:  labelled visible (A) training images, as gray frames (no translation)
   (b) translated:    the same labelled A images passed through the exported A -> B translator
   (c) thermal:       labelled thermal (B) training images (the ceiling)
 
+``--task class`` (the default) trains a small classifier on each image's main object class and
+reports accuracy; ``--task mask`` trains a small segmenter (cyclecmda's ``small_segmenter``) on
+the demo's label masks (background and the four classes) and reports the mean IoU over the test
+set; ``--task both`` runs both.
+
     python tools/downstream_check.py [--artifact checkpoints/quickstart/export/a2b] [--demo data/demo]
-                                     [--seeds 0 1 2 3 4 5 6 7 8 9] [--epochs 20]
+                                     [--task class|mask|both] [--seeds 0 1 2 3 4 5 6 7 8 9] [--epochs 20]
 
 Without an artifact, the quickstart translator is trained first (about six minutes). Prints JSON with
 each arm's accuracy per seed, mean, standard deviation over seeds and standard error of the mean.
@@ -96,6 +101,44 @@ def train_and_test(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.
     return float((pred == y_test).mean())
 
 
+def read_masks(demo: Path, split: str, paths: List[Path]) -> np.ndarray:
+    """(N, H, W) int64 class per pixel of a split's images (the demo's masks/<split>/ PNGs)."""
+    return np.stack([read_image(demo / "masks" / split / p.name)[..., 0].astype(np.int64) for p in paths])
+
+
+def train_and_test_segmenter(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int,
+                             epochs: int, n_classes: int, width: int) -> float:
+    """Mean IoU over the test set of a small segmenter trained on (x, y) (random horizontal flips)."""
+    from cyclecmda.models.task import SmallSegmenter
+    from cyclecmda.semantic import score
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = SmallSegmenter(1, n_classes, width)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    xs, ys = torch.from_numpy(x) * 2 - 1, torch.from_numpy(y)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(xs), generator=g).split(32):
+            flip = (torch.rand(len(idx), generator=g) < 0.5).view(-1, 1, 1)
+            batch = torch.where(flip.unsqueeze(1), xs[idx].flip(-1), xs[idx])
+            target = torch.where(flip, ys[idx].flip(-1), ys[idx])
+            loss = nn.functional.cross_entropy(model(batch), target, ignore_index=255)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(b) for b in (torch.from_numpy(x_test) * 2 - 1).split(64)])
+    return score(logits, torch.from_numpy(y_test), "mask", n_classes)[0]
+
+
+def summary(values: List[float], name: str) -> Dict[str, object]:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {f"{name}_mean": round(statistics.mean(values), 4), f"{name}_sd": round(sd, 4),
+            f"{name}_sem": round(sd / len(values) ** 0.5, 4), f"{name}_per_seed": [round(v, 4) for v in values]}
+
+
 def ensure_inputs(demo: Path, artifact: Path) -> None:
     if not (demo / "dataset.json").is_file():
         from cyclecmda.demo import generate_demo_data
@@ -118,6 +161,8 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=Path("data/demo"))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--task", choices=["class", "mask", "both"], default="class")
+    parser.add_argument("--segmenter-width", type=int, default=8)
     args = parser.parse_args()
     ensure_inputs(args.demo, args.artifact)
     lo, hi = json.loads((args.demo / "dataset.json").read_text())["b_range"]
@@ -125,22 +170,36 @@ def main() -> None:
     paths_b, labels_b = read_split(args.demo / "trainB")
     paths_test, labels_test = read_split(args.demo / "testB")
     x_test = thermal_unit(paths_test, lo, hi)
-    arms: Dict[str, Tuple[np.ndarray, np.ndarray]] = {
-        "a_visible_gray": (visible_gray(paths_a), labels_a),
-        "b_translated": (translated(paths_a, args.artifact, lo, hi), labels_a),
-        "c_thermal": (thermal_unit(paths_b, lo, hi), labels_b),
-    }
+    inputs = {"a_visible_gray": visible_gray(paths_a), "b_translated": translated(paths_a, args.artifact, lo, hi),
+              "c_thermal": thermal_unit(paths_b, lo, hi)}
     t0 = time.perf_counter()
-    results = {}
-    for name, (x, y) in arms.items():
-        accs = [train_and_test(x, y, x_test, labels_test, seed, args.epochs) for seed in args.seeds]
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        results[name] = {
-            "accuracy_mean": round(statistics.mean(accs), 4),
-            "accuracy_sd": round(sd, 4),
-            "accuracy_sem": round(sd / len(accs) ** 0.5, 4),
-            "accuracy_per_seed": [round(a, 4) for a in accs],
+    results: Dict[str, Dict[str, object]] = {}
+    report: Dict[str, object] = {}
+    if args.task in ("class", "both"):
+        arms: Dict[str, Tuple[np.ndarray, np.ndarray]] = {
+            "a_visible_gray": (inputs["a_visible_gray"], labels_a),
+            "b_translated": (inputs["b_translated"], labels_a),
+            "c_thermal": (inputs["c_thermal"], labels_b),
         }
+        for name, (x, y) in arms.items():
+            results[name] = summary([train_and_test(x, y, x_test, labels_test, seed, args.epochs)
+                                     for seed in args.seeds], "accuracy")
+    if args.task in ("mask", "both"):
+        if not (args.demo / "masks").is_dir():
+            sys.exit(f"{args.demo} has no masks/ (written by an older cyclecmda); regenerate it with "
+                     f"'cyclecmda demo-data {args.demo}'.")
+        masks = {split: read_masks(args.demo, split, paths) for split, paths in
+                 (("trainA", paths_a), ("trainB", paths_b), ("testB", paths_test))}
+        n_classes = len(json.loads((args.demo / "dataset.json").read_text())["mask_classes"])
+        segmentation = {}
+        for name, y in (("a_visible_gray", masks["trainA"]), ("b_translated", masks["trainA"]),
+                        ("c_thermal", masks["trainB"])):
+            segmentation[name] = summary([train_and_test_segmenter(inputs[name], y, x_test, masks["testB"], seed,
+                                                                   args.epochs, n_classes, args.segmenter_width)
+                                          for seed in args.seeds], "miou")
+        ceiling = segmentation["c_thermal"]["miou_mean"]
+        report["segmentation"] = segmentation
+        report["segmentation_b_of_c"] = round(segmentation["b_translated"]["miou_mean"] / ceiling, 4) if ceiling else None
     print(json.dumps({
         "benchmark": "downstream_check",
         "artifact": str(args.artifact),
@@ -149,7 +208,9 @@ def main() -> None:
         "seeds": args.seeds,
         "epochs": args.epochs,
         "seconds": round(time.perf_counter() - t0, 1),
+        "task": args.task,
         "results": results,
+        **report,
     }, indent=2))
 
 

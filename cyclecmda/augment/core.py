@@ -15,7 +15,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ class ArtifactError(CycleCMDAError):
 
 
 class TranslatorArtifact:
-    """An exported translator (``meta.json`` + ``model.ts``); the network loads on first use.
+    """An exported translator or task network (``meta.json`` + ``model.ts``); the network loads on
+    first use. A task network (``cyclecmda export --task``) has a ``task`` entry (kind, class names).
 
     Every file ``meta.json`` names must resolve (symbolic links followed) inside the artifact
     folder; an entry pointing elsewhere is refused before anything is loaded.
@@ -58,6 +59,8 @@ class TranslatorArtifact:
         self.in_channels: int = self.meta["input"]["channels"]
         self.out_channels: int = self.meta["output"]["channels"]
         self.size_multiple: int = self.meta["size_multiple"]
+        self.task: Optional[Dict] = self.meta.get("task")
+        self.classes: List[str] = list(self.task["classes"]) if self.task else []
         self._modules: Dict[str, torch.jit.ScriptModule] = {}
         self._lock = threading.Lock()
 
@@ -99,12 +102,23 @@ class TranslatorArtifact:
 _CACHE: Dict[Tuple[int, str], TranslatorArtifact] = {}
 
 
-def load_artifact(path: PathLike) -> TranslatorArtifact:
-    """The artifact at `path`, loaded once per process (DataLoader workers each load their own)."""
+def load_artifact(path: PathLike, task: bool = False) -> TranslatorArtifact:
+    """The artifact at `path`, loaded once per process (DataLoader workers each load their own).
+
+    A translator unless ``task``: then the task network written by ``cyclecmda export --task``.
+    """
     key = (os.getpid(), str(Path(path).resolve()))
     if key not in _CACHE:
         _CACHE[key] = TranslatorArtifact(path)
-    return _CACHE[key]
+    artifact = _CACHE[key]
+    if bool(artifact.task) != task:
+        if task:
+            raise ArtifactError(f"'{path}' is a translator, not a task network (export one with 'cyclecmda export CKPT --task').")
+        raise ArtifactError(
+            f"'{path}' is a task network ({artifact.task['kind']} logits over {len(artifact.classes)} classes), "  # type: ignore[index]
+            "not a translator; use the a2b or b2a folder of the export."
+        )
+    return artifact
 
 
 def unit_mapping(dtype: Union[np.dtype, torch.dtype], side: Dict) -> Tuple[float, float]:

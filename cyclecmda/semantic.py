@@ -1,0 +1,259 @@
+"""Label-preserving translation: task networks trained beside the translator, and the generator's
+semantic term (``loss.semantic``).
+
+Two task networks, one per domain, each reading its domain's images:
+
+* ``task_a`` learns from real labelled A images (and real labelled B images translated to A
+  are never used: only real or detached images train a task network);
+* ``task_b`` learns from translated A images (detached from the translator) with their A labels,
+  and from real labelled B images where there are any. It is the model a user would train on the
+  translations, so its score on labelled B test images is the live downstream estimate, and the
+  network ``cyclecmda export --task`` writes.
+
+The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the label of ``a``, and
+``task_a`` give ``gen_ba(b)`` the label of ``b``, or, for unlabelled B, ``task_b``'s prediction on
+``b`` where it is at least ``confidence`` sure. The term is off until ``warmup_steps`` task steps
+have passed and the task networks' running loss is below ``max_task_loss``; once on it stays on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cyclecmda.config import Config, DataConfig, DomainConfig, SemanticConfig, TaskConfig
+from cyclecmda.data import DomainFiles
+from cyclecmda.checkpoint import CheckpointError
+from cyclecmda.errors import DataError
+from cyclecmda.images import probe_image
+from cyclecmda.labels import IGNORE, NO_LABEL, DomainLabels, read_mask
+from cyclecmda.models.task import TaskNetwork, build_task_network
+
+Tensors = Dict[str, torch.Tensor]
+
+EMA_DECAY = 0.9  # of the running task loss that gates the generator term
+
+__all__ = ["SemanticLoss", "batch_targets", "build_semantic", "ignore_index", "score", "task_spec", "test_targets"]
+
+
+def ignore_index(kind: str) -> int:
+    """Target value that carries no label: -1 for image classes, 255 for mask pixels."""
+    return NO_LABEL if kind == "class" else IGNORE
+
+
+def task_spec(kind: str, task: TaskConfig, in_channels: int, num_classes: int) -> Dict[str, object]:
+    """The stored spec of a task network (``build_task_network`` rebuilds it)."""
+    arch = task.arch if task.arch != "auto" else ("small_classifier" if kind == "class" else "small_segmenter")
+    return {"name": arch, "args": {"kind": kind, "in_channels": in_channels, "num_classes": num_classes,
+                                   "width": task.width}}
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
+    """Mean cross-entropy over the labelled entries (0, not NaN, when none is labelled)."""
+    total = F.cross_entropy(logits.float(), target, ignore_index=ignore, reduction="sum")
+    return total / (target != ignore).sum().clamp(min=1)
+
+
+def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: int) -> Tuple[float, int]:
+    """Accuracy (classes) or mean IoU over the classes present (masks) of predictions, and how
+    many entries were labelled."""
+    ignore = ignore_index(kind)
+    pred, keep = logits.argmax(1), target != ignore
+    count = int(keep.sum())
+    if not count:
+        return float("nan"), 0
+    if kind == "class":
+        return float((pred[keep] == target[keep]).float().mean()), count
+    pred, target = pred[keep], target[keep]
+    ious = []
+    for c in range(num_classes):
+        union = ((pred == c) | (target == c)).sum()
+        if union:
+            ious.append(float(((pred == c) & (target == c)).sum()) / float(union))
+    return sum(ious) / len(ious), count
+
+
+class SemanticLoss(nn.Module):
+    """The task networks of both domains, their gate, their losses and the generator's term."""
+
+    def __init__(self, cfg: SemanticConfig, task: TaskConfig, channels_a: int, channels_b: int,
+                 classes: List[str], b_labelled: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.classes = list(classes)
+        num_classes = len(classes)
+        self.b_labelled = b_labelled  # real B training images carry labels (some of them, at least)
+        self.kind = cfg.kind
+        self.num_classes = num_classes
+        self.ignore = ignore_index(cfg.kind)
+        self.specs = {"task_a": task_spec(cfg.kind, task, channels_a, num_classes),
+                      "task_b": task_spec(cfg.kind, task, channels_b, num_classes)}
+        self.task_a = TaskNetwork(weights=task.weights, **_flat(self.specs["task_a"]))
+        self.task_b = TaskNetwork(weights=task.weights, **_flat(self.specs["task_b"]))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("running_loss", torch.full((), float("nan")))
+        self.register_buffer("on", torch.zeros((), dtype=torch.bool))
+
+    def networks(self) -> Dict[str, nn.Module]:
+        return {"task_a": self.task_a, "task_b": self.task_b}
+
+    def set_trainable(self, trainable: bool) -> None:
+        for p in self.parameters():
+            p.requires_grad_(trainable)
+
+    def checkpoint_state(self) -> Dict[str, object]:
+        """What a checkpoint stores: the networks' specs and weights, the gate, the class names."""
+        return {"kind": self.kind, "classes": list(self.classes), "networks": self.specs,
+                "state": {k: v for k, v in self.state_dict().items()}}
+
+    def load_checkpoint_state(self, stored: Dict[str, object], source: str) -> None:
+        if stored.get("networks") != self.specs or stored.get("classes") != self.classes:
+            raise CheckpointError(
+                f"checkpoint '{source}' holds other task networks or classes than this config and data give "
+                f"(stored {stored.get('networks')} for classes {stored.get('classes')}, configured {self.specs} "
+                f"for {self.classes}). Resume with the config stored in the run folder (config.yaml)."
+            )
+        self.load_state_dict(stored["state"])  # type: ignore[arg-type]
+
+    # --- the generator's term ------------------------------------------------------------
+
+    def pseudo_labels(self, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
+        """B's labels where given, else ``task_b``'s confident predictions on real B (no gradient)."""
+        with torch.no_grad():
+            prob = self.task_b(real_b).float().softmax(1)
+        confidence, guess = prob.max(1)
+        guess = torch.where(confidence >= self.cfg.confidence, guess, torch.full_like(guess, self.ignore))
+        return torch.where(label_b != self.ignore, label_b, guess)
+
+    def generator_losses(self, images: Tensors, real_b: torch.Tensor, label_a: torch.Tensor,
+                         label_b: torch.Tensor) -> Tensors:
+        """``semantic_ab`` and ``semantic_ba`` (weighted; zero while the gate is closed).
+
+        Call with the task networks frozen; the gradients reach the generators through the images.
+        """
+        target_b = self.pseudo_labels(real_b, label_b) if self.cfg.confidence < 1 or not self.b_labelled else label_b
+        gate = self.on.float() * self.cfg.weight
+        return {
+            "semantic_ab": cross_entropy(self.task_b(images["fake_b"]), label_a, self.ignore) * gate,
+            "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore) * gate,
+        }
+
+    # --- the task networks' own step -------------------------------------------------------
+
+    def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor,
+                  label_a: torch.Tensor, label_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors]:
+        """Losses of the task networks on real images and detached translations; updates the gate."""
+        losses = {
+            "task_a": cross_entropy(self.task_a(real_a), label_a, self.ignore),
+            "task_b": cross_entropy(self.task_b(fake_b.detach()), label_a, self.ignore),
+        }
+        if self.b_labelled or self.cfg.self_training:
+            target_b = label_b
+            if self.cfg.self_training:  # unlabelled real B: task_b's own confident guesses, once the gate is open
+                guess = self.pseudo_labels(real_b, label_b)
+                target_b = torch.where(self.on, guess, label_b)
+            losses["task_b"] = losses["task_b"] + cross_entropy(self.task_b(real_b), target_b, self.ignore)
+        total = losses["task_a"] + losses["task_b"]
+        self._update_gate(torch.maximum(losses["task_a"], losses["task_b"]).detach())
+        losses["semantic_on"] = self.on.float()
+        return total, losses
+
+    # --- held-out scores ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, gen_ab: nn.Module, images: Tensors, targets: Dict[str, Optional[torch.Tensor]],
+                 device: torch.device, batch_size: int = 32) -> Dict[str, float]:
+        """Accuracy or mIoU on labelled test images: ``downstream_b`` (``task_b``, trained on
+        translations, on real B), ``task_real_a`` (``task_a`` on real A), ``task_fake_b``
+        (``task_b`` on translations of the A test images)."""
+        def logits(net: nn.Module, x: torch.Tensor, translate: bool = False) -> torch.Tensor:
+            out = []
+            for i in range(0, len(x), batch_size):
+                batch = x[i : i + batch_size].to(device)
+                out.append(net(gen_ab(batch) if translate else batch).float().cpu())
+            return torch.cat(out)
+
+        was_training = self.training
+        self.eval()
+        values: Dict[str, float] = {}
+        if targets.get("b") is not None:
+            values["downstream_b"] = score(logits(self.task_b, images["b"]), targets["b"], self.kind, self.num_classes)[0]
+        if targets.get("a") is not None:
+            values["task_real_a"] = score(logits(self.task_a, images["a"]), targets["a"], self.kind, self.num_classes)[0]
+            values["task_fake_b"] = score(logits(self.task_b, images["a"], translate=True), targets["a"], self.kind,
+                                          self.num_classes)[0]
+        self.train(was_training)
+        return values
+
+    @torch.no_grad()
+    def _update_gate(self, loss: torch.Tensor) -> None:
+        loss = loss.float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # one gate for all ranks
+            torch.distributed.all_reduce(loss)
+            loss = loss / torch.distributed.get_world_size()
+        first = torch.isnan(self.running_loss)
+        self.running_loss.copy_(torch.where(first, loss, EMA_DECAY * self.running_loss + (1 - EMA_DECAY) * loss))
+        self.steps += 1
+        ready = (self.steps >= self.cfg.warmup_steps) & (self.running_loss < self.cfg.max_task_loss)
+        self.on |= ready
+
+
+def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[SemanticLoss]:
+    """The semantic loss of a config (None for ``loss.semantic.kind=none``) over its training data."""
+    sem = cfg.loss.semantic
+    if sem.kind == "none":
+        return None
+    if sem.kind == "class":
+        classes, b_labelled = a.classes, b.has_labels
+    else:
+        classes, b_labelled = list(cfg.data.mask_classes), b.has_masks
+    return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes, b_labelled)
+
+
+def _flat(spec: Dict[str, object]) -> Dict[str, object]:
+    args = dict(spec["args"])  # type: ignore[arg-type]
+    return {"name": spec["name"], **args}
+
+
+def load_task_network(spec: Dict[str, object], state: Dict[str, torch.Tensor]) -> TaskNetwork:
+    """A task network rebuilt from its stored spec and weights."""
+    net = build_task_network(spec)  # type: ignore[arg-type]
+    net.load_state_dict(state)
+    return net
+
+
+def batch_targets(batch: Dict[str, object], side: str, kind: str, like: torch.Tensor) -> torch.Tensor:
+    """A batch's labels of one side (``a_label`` or ``a_mask``), or the ignore value where it has none."""
+    key = f"{side}_label" if kind == "class" else f"{side}_mask"
+    if key in batch:
+        return torch.as_tensor(batch[key]).long()  # type: ignore[arg-type]
+    shape = like.shape[:1] if kind == "class" else like.shape[:1] + like.shape[2:]
+    return torch.full(shape, ignore_index(kind), dtype=torch.long)
+
+
+def test_targets(files: List[Path], dom: DomainConfig, data: DataConfig, key: str, kind: str,
+                 classes: List[str]) -> Optional[torch.Tensor]:
+    """Labels (N,) or masks (N, S, S) of test images, prepared like them; None without any."""
+    source = dom.test_labels if kind == "class" else dom.test_masks
+    if not source:
+        return None
+    found, _ = DomainLabels.build(files, dom.test_root, source if kind == "class" else "",
+                                  source if kind == "mask" else "", classes, key, test=True)
+    if found.problems:
+        problems = list(found.problems.values())
+        raise DataError(f"{len(problems)} held-out image(s) of {key} have no usable label, e.g. {problems[0]}")
+    if kind == "class":
+        return torch.tensor([found.label(p) for p in files], dtype=torch.long)
+    assert found.masks is not None
+    masks = []
+    for path in files:
+        info = probe_image(path)
+        mask = read_mask(found.masks[path], len(data.mask_classes), (info.height, info.width))
+        masks.append(torch.from_numpy(cv2.resize(mask, (data.crop_size, data.crop_size),
+                                                 interpolation=cv2.INTER_NEAREST)).long())
+    return torch.stack(masks)

@@ -1,0 +1,252 @@
+"""loss.semantic: task networks trained beside the translator, the generator's label-preserving
+term, the live downstream estimate, and the task network's export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cyclecmda.checkpoint import load_checkpoint
+from cyclecmda.config import load_config
+from cyclecmda.cyclegan import CycleGAN
+from cyclecmda.errors import ConfigError
+from cyclecmda.semantic import SemanticLoss, cross_entropy, score
+from cyclecmda.trainer import TrainingDiverged, train
+from tb import scalars
+from test_labels import write_labels
+from test_train import overrides_of, run_child
+
+
+@pytest.fixture
+def labelled(tiny_config, image_factory, tmp_path):
+    """Overrides for the tiny config with labelled A (train and test), labelled B test images,
+    and masks for every split."""
+    test_a = image_factory("test_a", n=4, channels=3, dtype=np.uint8, seed=1)
+    test_b = image_factory("test_b", n=4, channels=1, dtype=np.uint16, seed=2)
+    changes = {}
+    for key, folder in (("a", Path(tiny_config.data.a.root)), ("test_a", test_a), ("test_b", test_b),
+                        ("b", Path(tiny_config.data.b.root))):
+        files = sorted(p.name for p in folder.glob("*.png"))
+        csv = write_labels(tmp_path / f"{key}.csv", [(n, ["cat", "dog", "owl"][i % 3]) for i, n in enumerate(files)])
+        masks = tmp_path / f"{key}_masks"
+        masks.mkdir()
+        for i, name in enumerate(files):
+            from cyclecmda.images import read_image, write_image
+
+            h, w = read_image(folder / name).shape[:2]
+            mask = np.zeros((h, w), np.uint8)
+            mask[: h // 2] = 1 + i % 2
+            mask[-2:] = 255
+            write_image(masks / name, mask)
+        side, prefix = (key[-1], "test_") if key.startswith("test") else (key, "")
+        changes[f"{side}_{prefix}labels"] = csv
+        changes[f"{side}_{prefix}masks"] = masks
+    return {
+        "data__a__labels": changes["a_labels"], "data__a__masks": changes["a_masks"],
+        "data__a__test_root": test_a, "data__b__test_root": test_b,
+        "data__a__test_labels": changes["a_test_labels"], "data__b__test_labels": changes["b_test_labels"],
+        "data__a__test_masks": changes["a_test_masks"], "data__b__test_masks": changes["b_test_masks"],
+        "data__b__scale__mode": "full", "data__mask_classes": "[background,left,right]",
+        "loss__semantic__kind": "class", "loss__semantic__max_task_loss": 100.0,  # the gate opens at once
+        "model__task__width": 4, "run__name": "sem",
+    }
+
+
+def config(tiny_config, **changes):
+    return load_config([], overrides_of(tiny_config, **changes))
+
+
+def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_networks(tiny_config):
+    torch.manual_seed(0)
+    cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv"))
+    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
+    model = CycleGAN(cfg.model, cfg.loss, 3, 1, semantic)
+    real_a, real_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    label_a, label_b = torch.tensor([0, 2]), torch.tensor([1, -1])
+
+    def generator_grads():
+        model.zero_grad(set_to_none=True)
+        model.set_discriminators_trainable(False)
+        torch.manual_seed(1)
+        total, losses, _ = model.generator_step(real_a, real_b, label_a, label_b)
+        total.backward()
+        assert all(p.grad is None for p in semantic.parameters())  # the task networks are frozen judges
+        return losses, torch.cat([p.grad.flatten() for p in model.gen_ab.parameters()])
+
+    closed_losses, closed = generator_grads()
+    assert closed_losses["semantic_ab"].item() == 0.0  # the gate starts closed
+    semantic.on.fill_(True)
+    open_losses, opened = generator_grads()
+    assert open_losses["semantic_ab"].item() > 0
+    assert not torch.allclose(closed, opened)  # the term changes the generator's gradient
+    # the term is the task network's cross-entropy on the translation with the source's label
+    with torch.no_grad():
+        expected = cross_entropy(semantic.task_b(model.gen_ab(real_a)), label_a, -1)
+    assert open_losses["semantic_ab"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+    # the task step: real images and a translation that still carries its graph
+    model.zero_grad(set_to_none=True)
+    model.set_discriminators_trainable(True)
+    fake_b = model.gen_ab(real_a)
+    total, losses = semantic.task_step(real_a, real_b, fake_b, label_a, label_b)
+    total.backward()
+    assert all(p.grad is None for p in model.gen_ab.parameters())  # nothing flows back into the translator
+    assert all(p.grad is not None for p in semantic.task_b.parameters())
+    assert {"task_a", "task_b", "semantic_on"} <= set(losses)
+
+
+def test_pseudo_labels_keep_given_labels_and_only_confident_guesses():
+    cfg = load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.confidence=0.9"])
+    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["a", "b"])
+    sure = torch.tensor([[10.0, -10.0], [0.1, 0.0], [-10.0, 10.0]])
+    semantic.task_b.forward = lambda x: sure  # type: ignore[method-assign]
+    out = semantic.pseudo_labels(torch.zeros(3, 1, 8, 8), torch.tensor([1, -1, -1]))
+    assert out.tolist() == [1, -1, 1]  # given label kept, unsure guess ignored, sure guess taken
+
+
+def test_scores_are_accuracy_and_mean_iou():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    assert score(logits, torch.tensor([0, 0, -1]), "class", 2) == (0.5, 2)
+    masks = torch.zeros(1, 2, 2, 2)
+    masks[0, 1, 0] = 5.0  # predicts class 1 on the top row
+    target = torch.tensor([[[1, 0], [0, 255]]])
+    # class 0: pred {(0,1)? no: top row is 1} -> pred0 = {(1,0)}, target0 = {(0,1),(1,0)}: IoU 1/2;
+    # class 1: pred1 = {(0,0),(0,1)}, target1 = {(0,0)}: IoU 1/2
+    value, count = score(masks, target, "mask", 2)
+    assert count == 3 and value == pytest.approx(0.5)
+
+
+def test_semantic_training_logs_the_downstream_estimate_and_keeps_the_best(tiny_config, labelled):
+    cfg = config(tiny_config, train__max_steps=4, train__eval_every=2, train__eval_paired="false",
+                 train__best_metric="eval/downstream_b", train__checkpoint_every=2, **labelled)
+    result = train(cfg)
+    logged = scalars(result.run_dir / "tb")
+    for tag in ("loss/task_a", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba", "loss/semantic_on"):
+        assert sorted(logged[tag]) == [1, 2, 3, 4], tag
+    assert logged["loss/semantic_on"][4] == 1.0 and logged["loss/semantic_ab"][4] > 0
+    for tag in ("eval/downstream_b", "eval/task_real_a", "eval/task_fake_b"):
+        assert sorted(logged[tag]) == [2, 4] and all(0 <= v <= 1 for v in logged[tag].values()), tag
+    ckpt = load_checkpoint(result.run_dir / "latest.pt")
+    assert ckpt["semantic"]["classes"] == ["cat", "dog", "owl"]
+    assert set(ckpt["optimizers"]) == {"gen", "disc", "task"}
+    best = load_checkpoint(result.run_dir / "best.pt")
+    assert best["progress"]["best_value"] == max(logged["eval/downstream_b"].values())  # higher is better
+
+
+def test_mask_kind_trains_a_segmenter_and_scores_mean_iou(tiny_config, labelled):
+    cfg = config(tiny_config, train__max_steps=2, train__eval_every=2, train__eval_paired="false",
+                 train__best_metric="eval/downstream_b", **{**labelled, "loss__semantic__kind": "mask"})
+    result = train(cfg)
+    logged = scalars(result.run_dir / "tb")
+    assert logged["loss/semantic_ab"][2] > 0 and 0 <= logged["eval/downstream_b"][2] <= 1
+    ckpt = load_checkpoint(result.run_dir / "latest.pt")
+    assert ckpt["semantic"]["classes"] == ["background", "left", "right"]
+    assert ckpt["semantic"]["networks"]["task_b"]["name"] == "small_segmenter"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_semantic_loss_trains_in_mixed_precision(tiny_config, labelled, precision):
+    result = train(config(tiny_config, train__max_steps=2, train__precision=precision, **labelled))
+    logged = scalars(result.run_dir / "tb")
+    assert np.isfinite(logged["loss/task_b"][2]) and np.isfinite(logged["loss/semantic_ab"][2])
+
+
+def test_nan_in_the_task_loss_stops_the_run(tiny_config, labelled):
+    cfg = config(tiny_config, train__max_steps=5, loss__semantic__lr=1e30, **labelled)
+    with pytest.raises(TrainingDiverged, match=r"task_|semantic_"):
+        train(cfg)
+
+
+def test_semantic_loss_needs_labels_and_resumes_only_with_it(tiny_config, labelled):
+    with pytest.raises(ConfigError, match=r"data\.a\.labels"):
+        load_config([], overrides_of(tiny_config, loss__semantic__kind="class"))
+    with pytest.raises(ConfigError, match=r"data\.mask_classes"):
+        load_config([], overrides_of(tiny_config, data__a__masks="m"))
+    train(config(tiny_config, train__max_steps=1, **labelled))
+    from cyclecmda.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"loss\.semantic\.kind=class.*sets none"):
+        train(config(tiny_config, train__max_steps=2, train__resume="auto", run__name="sem"))
+
+
+def test_kill_and_resume_with_the_task_networks_gives_the_same_losses(tiny_config, labelled):
+    n = 2
+    common = dict(train__max_steps=2 * n, train__checkpoint_every=n, **labelled)
+    assert run_child(overrides_of(tiny_config, **{**common, "run__name": "straight"})).returncode == 0
+    crashy = overrides_of(tiny_config, **{**common, "run__name": "crashy", "train__resume": "auto"})
+    assert run_child(["--kill-at", str(n + 1), *crashy]).returncode == -9
+    resumed = run_child(crashy)
+    assert resumed.returncode == 0, resumed.stderr
+    a = scalars(Path(tiny_config.run.out_dir) / "straight" / "tb")
+    b = scalars(Path(tiny_config.run.out_dir) / "crashy" / "tb")
+    for tag in ("loss/task_a", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba", "loss/gen"):
+        for step in range(n + 1, 2 * n + 1):
+            assert b[tag][step] == pytest.approx(a[tag][step], abs=1e-5, rel=0), (tag, step)
+    final = [load_checkpoint(Path(tiny_config.run.out_dir) / name / "latest.pt")["semantic"]["state"]
+             for name in ("straight", "crashy")]
+    for key in final[0]:
+        torch.testing.assert_close(final[1][key], final[0][key], msg=key)
+
+
+def test_two_process_ddp_run_keeps_the_task_networks_identical(tiny_config, labelled, tmp_path):
+    from test_distributed import overrides as ddp_overrides, torchrun
+
+    out = tmp_path / "ddp"
+    out.mkdir()
+    args = ddp_overrides(tiny_config, **{**labelled, "run__name": "ddp", "train__max_steps": 2,
+                                         "train__checkpoint_every": 100, "data__batch_size": 1, "data__num_workers": 1})
+    proc = torchrun(2, [str(out), *args])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["semantic"] is not None
+    changed = False
+    for key, value in r0["semantic"].items():
+        assert torch.equal(value, r1["semantic"][key]), key
+        changed |= not torch.equal(value, r0["semantic_initial"][key])
+    assert changed  # the task networks did train
+    ckpt = load_checkpoint(Path(tiny_config.run.out_dir) / "ddp" / "latest.pt")
+    assert ckpt["semantic"]["classes"] == ["cat", "dog", "owl"]
+
+
+def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_config, labelled, tmp_path):
+    result = train(config(tiny_config, train__max_steps=2, **labelled))
+    out = tmp_path / "export"
+    cli = subprocess.run([sys.executable, "-m", "cyclecmda", "export", str(result.checkpoint), "-o", str(out), "--task"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert "task_b" in cli.stdout
+    meta = json.loads((out / "task_b" / "meta.json").read_text())
+    assert meta["task"]["classes"] == ["cat", "dog", "owl"] and meta["input"]["channels"] == 1
+    script = (
+        "import json, sys, torch\n"
+        f"folder = {str(out / 'task_b')!r}\n"
+        "meta = json.load(open(folder + '/meta.json'))\n"
+        "net = torch.jit.load(folder + '/' + meta['files']['torchscript'])\n"
+        "logits = net(torch.rand(3, 1, 40, 52) * 2 - 1)\n"
+        "assert 'cyclecmda' not in sys.modules\n"
+        "print(json.dumps({'shape': list(logits.shape), 'classes': meta['task']['classes']}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads(fresh.stdout) == {"shape": [3, 3], "classes": ["cat", "dog", "owl"]}
+    # the same network through the package's artifact loader, which refuses it as a translator
+    from cyclecmda.augment.core import ArtifactError, load_artifact
+
+    artifact = load_artifact(out / "task_b", task=True)
+    assert artifact.classes == ["cat", "dog", "owl"]
+    assert artifact(torch.zeros(2, 1, 32, 32)).shape == (2, 3)
+    with pytest.raises(ArtifactError, match="is a task network"):
+        load_artifact(out / "task_b")
+    plain = train(config(tiny_config, train__max_steps=1, run__name="plain"))
+    from cyclecmda.export import ExportError, export_checkpoint
+
+    with pytest.raises(ExportError, match="holds no task network"):
+        export_checkpoint(plain.checkpoint, tmp_path / "plain", task=True)

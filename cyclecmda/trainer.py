@@ -643,7 +643,8 @@ class Trainer:
                     if t.export_on_finish:
                         from cyclecmda.export import export_checkpoint
 
-                        folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats)
+                        folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats,
+                                                    task=self.model.semantic is not None)
                         monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
                     monitor.hparams(_hparams(cfg), {f"final/{k.replace('/', '_')}": v
                                                     for k, v in self.last_values.items() if k.startswith(("loss/", "disc/"))})

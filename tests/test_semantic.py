@@ -125,8 +125,10 @@ def test_scores_are_accuracy_and_mean_iou():
 
 def test_semantic_training_logs_the_downstream_estimate_and_keeps_the_best(tiny_config, labelled):
     cfg = config(tiny_config, train__max_steps=4, train__eval_every=2, train__eval_paired="false",
-                 train__best_metric="eval/downstream_b", train__checkpoint_every=2, **labelled)
+                 train__best_metric="eval/downstream_b", train__checkpoint_every=2, train__export_on_finish="true",
+                 **labelled)
     result = train(cfg)
+    assert {p.name for p in (result.run_dir / "export").iterdir()} == {"a2b", "b2a", "task_b"}
     logged = scalars(result.run_dir / "tb")
     for tag in ("loss/task_a", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba", "loss/semantic_on"):
         assert sorted(logged[tag]) == [1, 2, 3, 4], tag

@@ -21,6 +21,11 @@ Options (each on top of CONFIG and the overrides):
   loop_adam       fp32 with optim.implementation=for_loop
   bf16_cl         bf16 + channels_last
   bf16_cl_compile bf16 + channels_last + compile
+  bf16_semantic   bf16 + loss.semantic.kind=class (random labels of 4 classes for A)
+  bf16_semantic_mask  bf16 + loss.semantic.kind=mask (random label masks of 5 classes for A)
+
+The FLOPs are those of the first option set measured; a semantic option set adds its task
+networks' work, so list it first to count them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ OPTIONS: Dict[str, List[str]] = {
     "loop_adam": ["train.precision=fp32", "optim.implementation=for_loop"],
     "bf16_cl": ["train.precision=bf16", "train.channels_last=true"],
     "bf16_cl_compile": ["train.precision=bf16", "train.channels_last=true", "train.compile=true"],
+    "bf16_semantic": ["train.precision=bf16", "loss.semantic.kind=class", "data.a.labels={root}/a_labels.csv"],
+    "bf16_semantic_mask": ["train.precision=bf16", "loss.semantic.kind=mask", "data.a.masks={root}/a_masks",
+                           "data.mask_classes=[background,c1,c2,c3,c4]"],
 }
 
 
@@ -70,6 +78,12 @@ def synthetic_overrides(config: List[str], overrides: List[str], root: Path) -> 
         for i in range(max(8, cfg.data.batch_size)):
             shape = (size, size) if dom.channels == 1 else (size, size, 3)
             cv2.imwrite(str(folder / f"{i:03d}.png"), rng.integers(0, top + 1, shape).astype(dtype))
+            if key == "a":  # labels and masks for the semantic option sets
+                (root / "a_masks").mkdir(exist_ok=True)
+                cv2.imwrite(str(root / "a_masks" / f"{i:03d}.png"), rng.integers(0, 5, (size, size)).astype(np.uint8))
+        if key == "a":
+            rows = [f"{i:03d}.png,{i % 4}" for i in range(max(8, cfg.data.batch_size))]
+            (root / "a_labels.csv").write_text("filename,label\n" + "\n".join(rows) + "\n")
         out += [f"data.{key}.root={folder}", f"data.{key}.test_root=''", f"data.{key}.scale.mode=full"]
     return out + [
         f"data.load_size={size}", "data.num_workers=0", "data.demo_dir=''", "data.scan=none",
@@ -152,7 +166,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         base = synthetic_overrides([args.config], args.overrides, Path(tmp))
         for i, name in enumerate(names):
-            overrides = args.overrides + base + OPTIONS[name] + [f"run.name=bench{i}"]
+            overrides = args.overrides + base + [o.format(root=tmp) for o in OPTIONS[name]] + [f"run.name=bench{i}"]
             job = {"overrides": overrides, "count_flops": flops is None and "train.compile=true" not in OPTIONS[name]}
             env = {**os.environ, "PYTHONWARNINGS": "ignore"}
             try:

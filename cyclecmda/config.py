@@ -131,9 +131,8 @@ class SemanticConfig:
     weight: float = 1.0
     warmup_steps: int = 0  # the generator term stays off for this many steps ...
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
-    confidence: float = 0.9  # B -> A on unlabelled B: pseudo-labels where the task network is this sure
+    confidence: float = 0.9  # unlabelled real B: pseudo-labels where a task network is this sure
     lr: float = 1e-3  # Adam learning rate of the task networks
-    self_training: bool = False  # task_b also learns from real B with its own confident predictions
 
 
 @dataclass

@@ -174,8 +174,8 @@ def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], dig
     from cyclecmda.semantic import load_task_network
 
     semantic = ckpt["semantic"]
-    spec = semantic["networks"]["task_b"]
-    state = {k[len("task_b."):]: v for k, v in semantic["state"].items() if k.startswith("task_b.")}
+    spec = semantic["networks"]["task_ab"]  # the task network trained on translations
+    state = {k[len("task_ab."):]: v for k, v in semantic["state"].items() if k.startswith("task_ab.")}
     net = load_task_network(spec, state).eval()
     ensure_writable_dir(folder, "export folder")
     files: Dict[str, str] = {"weights": "weights.pt"}

@@ -1,19 +1,22 @@
 """Label-preserving translation: task networks trained beside the translator, and the generator's
 semantic term (``loss.semantic``).
 
-Two task networks, one per domain, each reading its domain's images:
+Three task networks; only real images or detached translations ever train them:
 
-* ``task_a`` learns from real labelled A images (and real labelled B images translated to A
-  are never used: only real or detached images train a task network);
-* ``task_b`` learns from translated A images (detached from the translator) with their A labels,
-  and from real labelled B images where there are any. It is the model a user would train on the
-  translations, so its score on labelled B test images is the live downstream estimate, and the
-  network ``cyclecmda export --task`` writes.
+* ``task_a`` reads A images and learns from real labelled A images;
+* ``task_ab`` reads B images and learns from translated A images (detached from the translator)
+  with their A labels: the model a user would train on the translations. Its score on labelled B
+  test images is the live downstream estimate, and it is what ``cyclecmda export --task`` writes;
+* ``task_b`` reads B images and learns from *real* B images only: their labels where B is
+  labelled, else ``task_ab``'s predictions where it is at least ``confidence`` sure.
 
-The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the label of ``a``, and
-``task_a`` give ``gen_ba(b)`` the label of ``b``, or, for unlabelled B, ``task_b``'s prediction on
-``b`` where it is at least ``confidence`` sure. The term is off until ``warmup_steps`` task steps
-have passed and the task networks' running loss is below ``max_task_loss``; once on it stays on.
+The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the label of ``a`` (so
+a translation must show its class the way real B images do, not in a code of its own that a
+network trained on translations would learn to read), and that ``task_a`` give ``gen_ba(b)`` the
+label of ``b``, or ``task_b``'s confident prediction on ``b``. The term is off until
+``warmup_steps`` task steps have passed and the running losses of ``task_a`` and ``task_ab`` are
+below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then, and its own term
+once its running loss is below that too. Once on, a term stays on.
 """
 
 from __future__ import annotations
@@ -79,7 +82,9 @@ def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: in
 
 
 class SemanticLoss(nn.Module):
-    """The task networks of both domains, their gate, their losses and the generator's term."""
+    """The task networks, their gates, their losses and the generator's term."""
+
+    NETWORKS = ("task_a", "task_ab", "task_b")
 
     def __init__(self, cfg: SemanticConfig, task: TaskConfig, channels_a: int, channels_b: int,
                  classes: List[str], b_labelled: bool = False) -> None:
@@ -91,23 +96,26 @@ class SemanticLoss(nn.Module):
         self.kind = cfg.kind
         self.num_classes = num_classes
         self.ignore = ignore_index(cfg.kind)
-        self.specs = {"task_a": task_spec(cfg.kind, task, channels_a, num_classes),
-                      "task_b": task_spec(cfg.kind, task, channels_b, num_classes)}
+        channels = {"task_a": channels_a, "task_ab": channels_b, "task_b": channels_b}
+        self.specs = {name: task_spec(cfg.kind, task, channels[name], num_classes) for name in self.NETWORKS}
         self.task_a = TaskNetwork(weights=task.weights, **_flat(self.specs["task_a"]))
+        self.task_ab = TaskNetwork(weights=task.weights, **_flat(self.specs["task_ab"]))
         self.task_b = TaskNetwork(weights=task.weights, **_flat(self.specs["task_b"]))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("running_loss", torch.full((), float("nan")))
+        # running losses of (task_a, task_ab) and of task_b; gates: the term, then task_b's part of it
+        self.register_buffer("running_loss", torch.full((2,), float("nan")))
         self.register_buffer("on", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("judge_on", torch.zeros((), dtype=torch.bool))
 
     def networks(self) -> Dict[str, nn.Module]:
-        return {"task_a": self.task_a, "task_b": self.task_b}
+        return {name: getattr(self, name) for name in self.NETWORKS}
 
     def set_trainable(self, trainable: bool) -> None:
         for p in self.parameters():
             p.requires_grad_(trainable)
 
     def checkpoint_state(self) -> Dict[str, object]:
-        """What a checkpoint stores: the networks' specs and weights, the gate, the class names."""
+        """What a checkpoint stores: the networks' specs and weights, the gates, the class names."""
         return {"kind": self.kind, "classes": list(self.classes), "networks": self.specs,
                 "state": {k: v for k, v in self.state_dict().items()}}
 
@@ -120,47 +128,52 @@ class SemanticLoss(nn.Module):
             )
         self.load_state_dict(stored["state"])  # type: ignore[arg-type]
 
-    # --- the generator's term ------------------------------------------------------------
+    # --- labels of real B ---------------------------------------------------------------
 
-    def pseudo_labels(self, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
-        """B's labels where given, else ``task_b``'s confident predictions on real B (no gradient)."""
+    def _confident(self, net: nn.Module, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
+        """B's labels where given, else ``net``'s predictions on real B where it is sure enough (no gradient)."""
         with torch.no_grad():
-            prob = self.task_b(real_b).float().softmax(1)
+            prob = net(real_b).float().softmax(1)
         confidence, guess = prob.max(1)
         guess = torch.where(confidence >= self.cfg.confidence, guess, torch.full_like(guess, self.ignore))
         return torch.where(label_b != self.ignore, label_b, guess)
 
+    def pseudo_labels(self, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
+        """B's labels where given, else ``task_b``'s confident predictions on real B."""
+        return self._confident(self.task_b, real_b, label_b)
+
+    # --- the generator's term ------------------------------------------------------------
+
     def generator_losses(self, images: Tensors, real_b: torch.Tensor, label_a: torch.Tensor,
                          label_b: torch.Tensor) -> Tensors:
-        """``semantic_ab`` and ``semantic_ba`` (weighted; zero while the gate is closed).
+        """``semantic_ab`` and ``semantic_ba`` (weighted; zero while their gates are closed).
 
         Call with the task networks frozen; the gradients reach the generators through the images.
         """
-        target_b = self.pseudo_labels(real_b, label_b) if self.cfg.confidence < 1 or not self.b_labelled else label_b
-        gate = self.on.float() * self.cfg.weight
+        weight = self.cfg.weight
+        judged = self.on & self.judge_on
+        target_b = self.pseudo_labels(real_b, label_b)
         return {
-            "semantic_ab": cross_entropy(self.task_b(images["fake_b"]), label_a, self.ignore) * gate,
-            "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore) * gate,
+            "semantic_ab": cross_entropy(self.task_b(images["fake_b"]), label_a, self.ignore) * judged.float() * weight,
+            "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore) * judged.float() * weight,
         }
 
     # --- the task networks' own step -------------------------------------------------------
 
     def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor,
                   label_a: torch.Tensor, label_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors]:
-        """Losses of the task networks on real images and detached translations; updates the gate."""
+        """Losses of the task networks on real images and detached translations; updates the gates."""
+        target_b = torch.where(self.on, self._confident(self.task_ab, real_b, label_b), label_b)
         losses = {
             "task_a": cross_entropy(self.task_a(real_a), label_a, self.ignore),
-            "task_b": cross_entropy(self.task_b(fake_b.detach()), label_a, self.ignore),
+            "task_ab": cross_entropy(self.task_ab(fake_b.detach()), label_a, self.ignore),
+            "task_b": cross_entropy(self.task_b(real_b), target_b, self.ignore),
         }
-        if self.b_labelled or self.cfg.self_training:
-            target_b = label_b
-            if self.cfg.self_training:  # unlabelled real B: task_b's own confident guesses, once the gate is open
-                guess = self.pseudo_labels(real_b, label_b)
-                target_b = torch.where(self.on, guess, label_b)
-            losses["task_b"] = losses["task_b"] + cross_entropy(self.task_b(real_b), target_b, self.ignore)
-        total = losses["task_a"] + losses["task_b"]
-        self._update_gate(torch.maximum(losses["task_a"], losses["task_b"]).detach())
-        losses["semantic_on"] = self.on.float()
+        total = losses["task_a"] + losses["task_ab"] + losses["task_b"]
+        has_b = (target_b != self.ignore).any()
+        self._update_gates(torch.maximum(losses["task_a"], losses["task_ab"]).detach(), losses["task_b"].detach(), has_b)
+        losses["semantic_on"] = (self.on & self.judge_on).float()
+        losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target
         return total, losses
 
     # --- held-out scores ------------------------------------------------------------------
@@ -168,9 +181,9 @@ class SemanticLoss(nn.Module):
     @torch.no_grad()
     def evaluate(self, gen_ab: nn.Module, images: Tensors, targets: Dict[str, Optional[torch.Tensor]],
                  device: torch.device, batch_size: int = 32) -> Dict[str, float]:
-        """Accuracy or mIoU on labelled test images: ``downstream_b`` (``task_b``, trained on
-        translations, on real B), ``task_real_a`` (``task_a`` on real A), ``task_fake_b``
-        (``task_b`` on translations of the A test images)."""
+        """Accuracy or mIoU on labelled test images: ``downstream_b`` (``task_ab``, trained on
+        translations, on real B), ``task_b_real_b`` (``task_b`` on real B), ``task_real_a``
+        (``task_a`` on real A), ``task_fake_b`` (``task_b``, the judge, on translations of the A test images)."""
         def logits(net: nn.Module, x: torch.Tensor, translate: bool = False) -> torch.Tensor:
             out = []
             for i in range(0, len(x), batch_size):
@@ -178,29 +191,36 @@ class SemanticLoss(nn.Module):
                 out.append(net(gen_ab(batch) if translate else batch).float().cpu())
             return torch.cat(out)
 
+        def scored(net: nn.Module, side: str, translate: bool = False) -> float:
+            return score(logits(net, images[side], translate), targets[side], self.kind, self.num_classes)[0]  # type: ignore[arg-type]
+
         was_training = self.training
         self.eval()
         values: Dict[str, float] = {}
         if targets.get("b") is not None:
-            values["downstream_b"] = score(logits(self.task_b, images["b"]), targets["b"], self.kind, self.num_classes)[0]
+            values["downstream_b"] = scored(self.task_ab, "b")
+            values["task_b_real_b"] = scored(self.task_b, "b")
         if targets.get("a") is not None:
-            values["task_real_a"] = score(logits(self.task_a, images["a"]), targets["a"], self.kind, self.num_classes)[0]
-            values["task_fake_b"] = score(logits(self.task_b, images["a"], translate=True), targets["a"], self.kind,
-                                          self.num_classes)[0]
+            values["task_real_a"] = scored(self.task_a, "a")
+            values["task_fake_b"] = scored(self.task_b, "a", translate=True)
         self.train(was_training)
         return values
 
     @torch.no_grad()
-    def _update_gate(self, loss: torch.Tensor) -> None:
-        loss = loss.float()
+    def _update_gates(self, loss: torch.Tensor, judge_loss: torch.Tensor, judge_learned: torch.Tensor) -> None:
+        losses = torch.stack([loss.float(), judge_loss.float()])
+        learned = torch.stack([torch.ones_like(judge_learned), judge_learned]).float()
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # one gate for all ranks
-            torch.distributed.all_reduce(loss)
-            loss = loss / torch.distributed.get_world_size()
+            both = torch.cat([losses * learned, learned])
+            torch.distributed.all_reduce(both)
+            losses, learned = both[:2] / both[2:].clamp(min=1), (both[2:] > 0).float()
         first = torch.isnan(self.running_loss)
-        self.running_loss.copy_(torch.where(first, loss, EMA_DECAY * self.running_loss + (1 - EMA_DECAY) * loss))
+        updated = torch.where(first, losses, EMA_DECAY * self.running_loss + (1 - EMA_DECAY) * losses)
+        self.running_loss.copy_(torch.where(learned.bool(), updated, self.running_loss))
         self.steps += 1
-        ready = (self.steps >= self.cfg.warmup_steps) & (self.running_loss < self.cfg.max_task_loss)
-        self.on |= ready
+        threshold = self.cfg.max_task_loss
+        self.on |= (self.steps >= self.cfg.warmup_steps) & (self.running_loss[0] < threshold)
+        self.judge_on |= self.on & (self.running_loss[1] < threshold)
 
 
 def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[SemanticLoss]:

@@ -54,7 +54,8 @@ def labelled(tiny_config, image_factory, tmp_path):
         "data__a__test_labels": changes["a_test_labels"], "data__b__test_labels": changes["b_test_labels"],
         "data__a__test_masks": changes["a_test_masks"], "data__b__test_masks": changes["b_test_masks"],
         "data__b__scale__mode": "full", "data__mask_classes": "[background,left,right]",
-        "loss__semantic__kind": "class", "loss__semantic__max_task_loss": 100.0,  # the gate opens at once
+        "loss__semantic__kind": "class", "loss__semantic__max_task_loss": 100.0,  # the gates open at once
+        "loss__semantic__confidence": 0.01,  # and every guess on real B is a pseudo-label
         "model__task__width": 4, "run__name": "sem",
     }
 
@@ -83,6 +84,7 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     closed_losses, closed = generator_grads()
     assert closed_losses["semantic_ab"].item() == 0.0  # the gate starts closed
     semantic.on.fill_(True)
+    semantic.judge_on.fill_(True)
     open_losses, opened = generator_grads()
     assert open_losses["semantic_ab"].item() > 0
     assert not torch.allclose(closed, opened)  # the term changes the generator's gradient
@@ -98,8 +100,9 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     total, losses = semantic.task_step(real_a, real_b, fake_b, label_a, label_b)
     total.backward()
     assert all(p.grad is None for p in model.gen_ab.parameters())  # nothing flows back into the translator
-    assert all(p.grad is not None for p in semantic.task_b.parameters())
-    assert {"task_a", "task_b", "semantic_on"} <= set(losses)
+    for net in (semantic.task_a, semantic.task_ab, semantic.task_b):
+        assert all(p.grad is not None for p in net.parameters())
+    assert {"task_a", "task_ab", "task_b", "semantic_on", "pseudo_b"} <= set(losses)
 
 
 def test_pseudo_labels_keep_given_labels_and_only_confident_guesses():
@@ -130,10 +133,11 @@ def test_semantic_training_logs_the_downstream_estimate_and_keeps_the_best(tiny_
     result = train(cfg)
     assert {p.name for p in (result.run_dir / "export").iterdir()} == {"a2b", "b2a", "task_b"}
     logged = scalars(result.run_dir / "tb")
-    for tag in ("loss/task_a", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba", "loss/semantic_on"):
+    for tag in ("loss/task_a", "loss/task_ab", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba",
+                "loss/semantic_on", "loss/pseudo_b"):
         assert sorted(logged[tag]) == [1, 2, 3, 4], tag
     assert logged["loss/semantic_on"][4] == 1.0 and logged["loss/semantic_ab"][4] > 0
-    for tag in ("eval/downstream_b", "eval/task_real_a", "eval/task_fake_b"):
+    for tag in ("eval/downstream_b", "eval/task_b_real_b", "eval/task_real_a", "eval/task_fake_b"):
         assert sorted(logged[tag]) == [2, 4] and all(0 <= v <= 1 for v in logged[tag].values()), tag
     ckpt = load_checkpoint(result.run_dir / "latest.pt")
     assert ckpt["semantic"]["classes"] == ["cat", "dog", "owl"]
@@ -143,21 +147,21 @@ def test_semantic_training_logs_the_downstream_estimate_and_keeps_the_best(tiny_
 
 
 def test_mask_kind_trains_a_segmenter_and_scores_mean_iou(tiny_config, labelled):
-    cfg = config(tiny_config, train__max_steps=2, train__eval_every=2, train__eval_paired="false",
+    cfg = config(tiny_config, train__max_steps=3, train__eval_every=3, train__eval_paired="false",
                  train__best_metric="eval/downstream_b", **{**labelled, "loss__semantic__kind": "mask"})
     result = train(cfg)
     logged = scalars(result.run_dir / "tb")
-    assert logged["loss/semantic_ab"][2] > 0 and 0 <= logged["eval/downstream_b"][2] <= 1
+    assert logged["loss/semantic_ab"][3] > 0 and 0 <= logged["eval/downstream_b"][3] <= 1
     ckpt = load_checkpoint(result.run_dir / "latest.pt")
     assert ckpt["semantic"]["classes"] == ["background", "left", "right"]
-    assert ckpt["semantic"]["networks"]["task_b"]["name"] == "small_segmenter"
+    assert {n["name"] for n in ckpt["semantic"]["networks"].values()} == {"small_segmenter"}
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_semantic_loss_trains_in_mixed_precision(tiny_config, labelled, precision):
     result = train(config(tiny_config, train__max_steps=2, train__precision=precision, **labelled))
     logged = scalars(result.run_dir / "tb")
-    assert np.isfinite(logged["loss/task_b"][2]) and np.isfinite(logged["loss/semantic_ab"][2])
+    assert np.isfinite(logged["loss/task_ab"][2]) and np.isfinite(logged["loss/semantic_ab"][2])
 
 
 def test_nan_in_the_task_loss_stops_the_run(tiny_config, labelled):
@@ -188,7 +192,7 @@ def test_kill_and_resume_with_the_task_networks_gives_the_same_losses(tiny_confi
     assert resumed.returncode == 0, resumed.stderr
     a = scalars(Path(tiny_config.run.out_dir) / "straight" / "tb")
     b = scalars(Path(tiny_config.run.out_dir) / "crashy" / "tb")
-    for tag in ("loss/task_a", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba", "loss/gen"):
+    for tag in ("loss/task_a", "loss/task_ab", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba", "loss/gen"):
         for step in range(n + 1, 2 * n + 1):
             assert b[tag][step] == pytest.approx(a[tag][step], abs=1e-5, rel=0), (tag, step)
     final = [load_checkpoint(Path(tiny_config.run.out_dir) / name / "latest.pt")["semantic"]["state"]

@@ -120,8 +120,8 @@ def test_scores_are_accuracy_and_mean_iou():
     masks = torch.zeros(1, 2, 2, 2)
     masks[0, 1, 0] = 5.0  # predicts class 1 on the top row
     target = torch.tensor([[[1, 0], [0, 255]]])
-    # class 0: pred {(0,1)? no: top row is 1} -> pred0 = {(1,0)}, target0 = {(0,1),(1,0)}: IoU 1/2;
-    # class 1: pred1 = {(0,0),(0,1)}, target1 = {(0,0)}: IoU 1/2
+    # labelled pixels (0,0), (0,1), (1,0); predicted 1, 1, 0; true 1, 0, 0:
+    # class 0: IoU |{(1,0)}| / |{(0,1), (1,0)}| = 1/2; class 1: |{(0,0)}| / |{(0,0), (0,1)}| = 1/2
     value, count = score(masks, target, "mask", 2)
     assert count == 3 and value == pytest.approx(0.5)
 

@@ -348,12 +348,35 @@ def _check_values(cfg: Config) -> None:
         )
     if not t.best_metric.startswith("eval/"):
         raise ConfigError(f"train.best_metric {t.best_metric!r} must name an eval/ metric, e.g. eval/paired_l1_a2b.")
+    if t.eval_every:
+        _check_best_metric(cfg)
     for fmt in t.export_formats:
         if fmt not in ("torchscript", "onnx"):
             raise ConfigError(f"invalid value {fmt!r} in 'train.export_formats'; valid: torchscript, onnx.")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.run.device):
         raise ConfigError(
             f"invalid value {cfg.run.device!r} for 'run.device'; valid: auto, cpu, cuda, cuda:N, mps."
+        )
+
+
+def _check_best_metric(cfg: Config) -> None:
+    """The metric that chooses best.pt must be one that validation computes with these settings,
+    so that a run does not stop at its first validation."""
+    t, sem, d = cfg.train, cfg.loss.semantic, cfg.data
+    name = t.best_metric[len("eval/"):]
+    needs = None
+    if name.startswith(("paired_", "mean_image_")) and not t.eval_paired:
+        needs = "train.eval_paired=true (the test folders hold true pairs with the same file names)"
+    elif name.startswith(("fid_", "kid_")) and t.eval_features == "none":
+        needs = "train.eval_features=inception"
+    elif name in ("downstream_b", "task_b_real_b") and (sem.kind == "none" or not (d.b.test_labels or d.b.test_masks)):
+        needs = "loss.semantic and labelled B test images (data.b.test_labels or data.b.test_masks)"
+    elif name in ("task_real_a", "task_fake_b") and (sem.kind == "none" or not (d.a.test_labels or d.a.test_masks)):
+        needs = "loss.semantic and labelled A test images (data.a.test_labels or data.a.test_masks)"
+    if needs:
+        raise ConfigError(
+            f"train.best_metric {t.best_metric!r} is computed only with {needs}; set that, or choose a metric "
+            "that validation computes here, e.g. eval/cycle_l1_a."
         )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,21 @@ def test_cli_reports_config_errors_without_traceback(capsys):
     assert err.startswith("error: ") and "Traceback" not in err and "fp32, bf16, fp16" in err
     assert main(["config", "train.max_steps=7"]) == 0
     assert "max_steps: 7" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("metric, needs", [
+    ("eval/paired_l1_a2b", "train.eval_paired=true"),
+    ("eval/fid_a2b", "train.eval_features=inception"),
+    ("eval/downstream_b", "data.b.test_labels"),
+    ("eval/task_real_a", "data.a.test_labels"),
+])
+def test_best_metric_that_validation_would_not_compute_is_refused_before_training(metric, needs):
+    """A run whose best.pt metric is missing would stop at its first validation, after hours."""
+    base = ["train.eval_every=5", "data.a.test_root=ta", "data.b.test_root=tb", f"train.best_metric={metric}"]
+    with pytest.raises(ConfigError, match=rf"{re.escape(metric)}.*{re.escape(needs)}"):
+        load_config([], base)
+    enabled = {"eval/paired_l1_a2b": ["train.eval_paired=true"], "eval/fid_a2b": ["train.eval_features=inception"],
+               "eval/downstream_b": ["loss.semantic.kind=class", "data.a.labels=l.csv", "data.b.test_labels=t.csv"],
+               "eval/task_real_a": ["loss.semantic.kind=class", "data.a.labels=l.csv", "data.a.test_labels=t.csv"]}
+    assert load_config([], base + enabled[metric]).train.best_metric == metric
+    assert load_config([], base[1:] + [f"train.best_metric={metric}"]).train.eval_every is None  # no validation: no check

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
 from cyclecmda.errors import DataError
-from cyclecmda.labels import NO_LABEL, DomainLabels, read_mask
+from cyclecmda.labels import DomainLabels, read_mask
 from cyclecmda.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, convertible, probe_image, read_image, to_channels
 from cyclecmda.stopping import shield_worker
 

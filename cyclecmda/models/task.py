@@ -179,8 +179,7 @@ class TaskNetwork(nn.Module):
                                             "width": width}}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] != self.in_channels:  # a 1-channel domain's images for an RGB network
-            x = x.expand(-1, self.in_channels, -1, -1) if x.shape[1] == 1 else x.mean(1, keepdim=True)
+        """Logits of ``(B, in_channels, H, W)`` images in [-1, 1] (a network reads its own domain's images)."""
         return self.net(x)
 
 

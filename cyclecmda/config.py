@@ -166,7 +166,7 @@ class TrainConfig:
     max_steps: Optional[int] = None  # caps the run; None trains n_epochs + n_epochs_decay
     n_epochs: int = 100
     n_epochs_decay: int = 100
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # auto (bf16 where the device computes it natively, else fp32) | fp32 | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
     log_every: int = 100
@@ -213,7 +213,7 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "loss.gan_mode": ("lsgan", "vanilla", "hinge", "wgangp"),
     "optim.lr_policy": ("linear", "cosine", "step", "constant"),
     "optim.implementation": ("auto", "fused", "foreach", "for_loop"),
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.eval_features": ("none", "inception"),
     "train.best_mode": ("auto", "min", "max"),
     "loss.semantic.kind": ("none", "class", "mask"),

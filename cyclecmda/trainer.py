@@ -47,6 +47,7 @@ from cyclecmda.distributed import (
 from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
 from cyclecmda.evaluate import compute_metrics, load_test_images
 from cyclecmda.files import ensure_writable_dir
+from cyclecmda.hardware import pick_device, resolve_precision
 from cyclecmda.image_pool import ImagePool
 from cyclecmda.monitor import Monitor, NullMonitor, StepTimer, image_grid
 from cyclecmda.optim import adam, adam_kernels, restore_optimizer
@@ -71,25 +72,6 @@ class TrainResult:
     checkpoint: Path
     interrupted: bool = False
     metrics: Dict[str, float] = field(default_factory=dict)
-
-
-def pick_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
-    """``auto``: CUDA when present, else CPU; otherwise the named device (checked to exist).
-
-    In a multi-process run, ``auto`` and ``cuda`` mean the GPU of this process's local rank.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and ctx.enabled:
-        name = f"cuda:{ctx.local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CycleCMDAError(f"run.device is '{name}' but CUDA is not available here; use run.device=auto or cpu.")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise CycleCMDAError(f"run.device is '{name}' but this machine has {torch.cuda.device_count()} CUDA device(s).")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CycleCMDAError("run.device is 'mps' but MPS is not available here; use run.device=auto or cpu.")
-    return device
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
@@ -166,8 +148,9 @@ class Trainer:
         self.opt_disc = adam(self.model.discriminator_parameters(), cfg.optim, self.device)
         self.opt_task = None if semantic is None else torch.optim.Adam(
             semantic.parameters(), lr=cfg.loss.semantic.lr, **adam_kernels(cfg.optim, self.device))
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.precision = resolve_precision(t.precision, self.device)
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.pools = {"a": ImagePool(cfg.loss.pool_size), "b": ImagePool(cfg.loss.pool_size)}
         if cfg.model.norm == "sync_batch":
             convert_sync_batch_norm(self.model.networks(), self.dist, self.device)
@@ -646,7 +629,7 @@ class Trainer:
                         folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats,
                                                     task=self.model.semantic is not None)
                         monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
-                    monitor.hparams(_hparams(cfg), {f"final/{k.replace('/', '_')}": v
+                    monitor.hparams(_hparams(cfg, self.precision), {f"final/{k.replace('/', '_')}": v
                                                     for k, v in self.last_values.items() if k.startswith(("loss/", "disc/"))})
                 self.dist.barrier()  # the other ranks wait for rank 0's checkpoint and export
             return TrainResult(self.run_dir, self.step, checkpoint, interrupted, dict(self.last_values))
@@ -661,7 +644,7 @@ def _tag(name: str) -> str:
     return "loss/" + name
 
 
-def _hparams(cfg: Config) -> Dict[str, Any]:
+def _hparams(cfg: Config, precision: str) -> Dict[str, Any]:
     return {
         "gen": cfg.model.gen.arch,
         "ngf": cfg.model.gen.ngf,
@@ -674,7 +657,7 @@ def _hparams(cfg: Config) -> Dict[str, Any]:
         "lr": cfg.optim.lr,
         "batch_size": cfg.data.batch_size,
         "crop_size": cfg.data.crop_size,
-        "precision": cfg.train.precision,
+        "precision": precision,
     }
 
 

@@ -191,6 +191,19 @@ def test_mixed_precision_steps_train(tiny_config, precision):
         assert values["perf/grad_scale"][2] > 0
 
 
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(tiny_config, monkeypatch, capsys):
+    from cyclecmda import hardware
+
+    auto = replace(tiny_config, train=replace(tiny_config.train, precision="auto"))
+    for native, expected in ((False, None), (True, torch.bfloat16)):
+        monkeypatch.setattr(hardware, "native_bf16", lambda device, native=native: native)
+        assert Trainer(auto).autocast_dtype is expected
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: False)
+    explicit = Trainer(replace(tiny_config, train=replace(tiny_config.train, precision="bf16")))
+    assert explicit.autocast_dtype is torch.bfloat16  # kept as asked, with a warning
+    assert "train.precision=bf16 on a CPU without native bf16 support" in capsys.readouterr().err
+
+
 def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):
     cfg = replace(tiny_config, train=replace(tiny_config.train, resume=str(tmp_path / "nope.pt")))
     with pytest.raises(Exception, match=r"nope\.pt.*does not exist"):

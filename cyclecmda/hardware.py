@@ -1,0 +1,56 @@
+"""Which device a run uses, and in which precision it computes there."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from cyclecmda.distributed import DistContext
+from cyclecmda.errors import CycleCMDAError
+
+__all__ = ["native_bf16", "pick_device", "resolve_precision"]
+
+
+def pick_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
+    """``auto``: CUDA when present, else CPU; otherwise the named device (checked to exist).
+
+    In a multi-process run, ``auto`` and ``cuda`` mean the GPU of this process's local rank.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and ctx.enabled:
+        name = f"cuda:{ctx.local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CycleCMDAError(f"run.device is '{name}' but CUDA is not available here; use run.device=auto or cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CycleCMDAError(f"run.device is '{name}' but this machine has {torch.cuda.device_count()} CUDA device(s).")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CycleCMDAError("run.device is 'mps' but MPS is not available here; use run.device=auto or cpu.")
+    return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (on a CPU without it, bf16 autocast emulates
+    every convolution and runs several times slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a build without oneDNN
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``train.precision`` as run on ``device``: ``auto`` is bf16 where the device computes bf16
+    natively, else fp32. An explicit bf16 on a device without it is kept, with a warning."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
+        print(f"warning: train.precision=bf16 on a CPU without native bf16 support "
+              f"({torch.backends.cpu.get_cpu_capability()}) is emulated and runs several times slower than fp32; "
+              "use train.precision=auto or fp32", file=sys.stderr, flush=True)
+    return precision

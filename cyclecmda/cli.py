@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a checkpoint written by 'cyclecmda train'")
     p.add_argument("-o", "--out", required=True, help="output folder; one subfolder per direction (a2b, b2a)")
     p.add_argument("--direction", choices=["a2b", "b2a", "both"], default="both")
-    p.add_argument("--format", default="torchscript", help="comma-separated: torchscript, onnx (default torchscript)")
+    p.add_argument("--format", default="pt2", help="comma-separated: pt2, onnx, torchscript (legacy) (default pt2)")
     p.add_argument("--task", action="store_true",
                    help="also write task_b/: the task network of a loss.semantic run, trained on translated A "
                         "images, as a standalone classifier or segmenter of B images")

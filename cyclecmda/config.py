@@ -183,7 +183,7 @@ class TrainConfig:
     best_metric: str = "eval/paired_l1_a2b"  # kept in best.pt, e.g. eval/fid_a2b, eval/paired_ssim_a2b
     best_mode: str = "auto"  # auto (psnr, ssim, downstream_b, task_* higher; others lower) | min | max
     export_on_finish: bool = False  # export both directions to <run>/export when training ends
-    export_formats: List[str] = field(default_factory=lambda: ["torchscript"])  # torchscript, onnx
+    export_formats: List[str] = field(default_factory=lambda: ["pt2"])  # pt2, onnx, torchscript (legacy)
 
 
 @dataclass
@@ -351,8 +351,8 @@ def _check_values(cfg: Config) -> None:
     if t.eval_every:
         _check_best_metric(cfg)
     for fmt in t.export_formats:
-        if fmt not in ("torchscript", "onnx"):
-            raise ConfigError(f"invalid value {fmt!r} in 'train.export_formats'; valid: torchscript, onnx.")
+        if fmt not in ("pt2", "onnx", "torchscript"):
+            raise ConfigError(f"invalid value {fmt!r} in 'train.export_formats'; valid: pt2, onnx, torchscript.")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.run.device):
         raise ConfigError(
             f"invalid value {cfg.run.device!r} for 'run.device'; valid: auto, cpu, cuda, cuda:N, mps."

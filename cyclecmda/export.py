@@ -1,11 +1,16 @@
-"""Standalone translator artifacts: TorchScript (and ONNX) networks plus ``meta.json``.
+"""Standalone translator artifacts: exported networks (``torch.export``, ONNX, TorchScript) plus ``meta.json``.
 
 An artifact folder (one per direction) holds
 
-- ``model.ts``: TorchScript module, (B, C_in, H, W) float in [-1, 1] -> (B, C_out, H, W) in
-  [-1, 1], any H and W: sizes that are not a multiple of the network's ``size_multiple`` are
-  reflection-padded, translated and cropped back inside the module.
-- ``model.onnx`` (when asked): the same computation, dynamic batch, height and width.
+- ``model.pt2`` (the default): a ``torch.export`` ExportedProgram of the generator,
+  (B, C_in, H, W) float in [-1, 1] -> (B, C_out, H, W) in [-1, 1], with dynamic batch, height and
+  width: H and W any multiples of ``size_multiple`` from ``min_input_size`` on. Load it with
+  ``torch.export.load(path).module()``; the package's loaders pad other sizes (by reflection, as
+  in training) and crop the result back, so any image size works through them.
+- ``model.onnx`` (when asked): the same program through the dynamo ONNX exporter, with the
+  same dynamic shapes.
+- ``model.ts`` (legacy, when asked): a TorchScript module that pads any H and W itself.
+  TorchScript is deprecated in PyTorch; artifacts holding only ``model.ts`` still load.
 - ``weights.pt``: the bare generator state dict (``torch.load(weights_only=True)``).
 - ``meta.json``: direction, channels, bit depth and value range of each side, the size multiple,
   the network's registry name and arguments, package version, resolved training config and the
@@ -16,16 +21,18 @@ gives ``task_b/``: the task network trained on translated A images, as a standal
 (``(B, K)`` logits) or segmenter (``(B, K, H, W)`` logits) of B images, in the same layout, its
 class names in ``meta.json``'s ``task`` entry.
 
-Loading needs only torch (``torch.jit.load``) or onnxruntime, never this package.
+Loading needs only torch (``torch.export.load``) or onnxruntime, never this package.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +47,11 @@ from cyclecmda.files import OutputError, ensure_writable_dir, output_error
 EXPORT_FORMAT = "cyclecmda.export"
 EXPORT_FORMAT_VERSION = 1
 DIRECTIONS = ("a2b", "b2a")
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("pt2", "torchscript", "onnx")
+DEFAULT_FORMATS = ("pt2",)
+MAX_SIZE = 16384  # largest height or width an exported program takes
+TASK_SIZE_MULTIPLE = 16  # exported task networks take multiples of this (loaders pad other sizes)
+MAX_BATCH = 65536
 PathLike = Union[str, Path]
 
 
@@ -70,16 +81,6 @@ class PaddedTranslator(nn.Module):
         return self.generator(x)[:, :, :h, :w]
 
 
-class _OnnxTranslator(PaddedTranslator):
-    """The same computation without data-dependent branches, so it traces to dynamic ONNX shapes."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
-        m = self.size_multiple
-        x = F.pad(x, [0, (m - w % m) % m, 0, (m - h % m) % m], mode="reflect")
-        return self.generator(x)[:, :, :h, :w]
-
-
 def sha256_of(path: PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -102,7 +103,7 @@ def export_checkpoint(
     checkpoint: PathLike,
     out_dir: PathLike,
     directions: Sequence[str] = DIRECTIONS,
-    formats: Sequence[str] = ("torchscript",),
+    formats: Sequence[str] = DEFAULT_FORMATS,
     task: bool = False,
 ) -> List[Path]:
     """Write one artifact folder per direction (``out_dir/a2b``, ``out_dir/b2a``), and with
@@ -129,14 +130,9 @@ def export_checkpoint(
         src, dst = ("a", "b") if direction == "a2b" else ("b", "a")
         folder = Path(out_dir) / direction
         ensure_writable_dir(folder, "export folder")
-        files: Dict[str, str] = {"weights": "weights.pt"}
-        atomic_torch_save(gen.state_dict(), folder / "weights.pt")
-        if "torchscript" in formats:
-            files["torchscript"] = "model.ts"
-            _save_torchscript(PaddedTranslator(gen, gen.size_multiple), folder / "model.ts")
-        if "onnx" in formats:
-            files["onnx"] = "model.onnx"
-            _save_onnx(_OnnxTranslator(gen, gen.size_multiple), spec["args"]["in_channels"], folder / "model.onnx")
+        in_channels = spec["args"]["in_channels"]
+        files, min_size = _save_formats(gen, PaddedTranslator(gen, gen.size_multiple), in_channels,
+                                        gen.size_multiple, formats, folder, "translated")
         meta = {
             "format": EXPORT_FORMAT,
             "format_version": EXPORT_FORMAT_VERSION,
@@ -145,8 +141,9 @@ def export_checkpoint(
             "output": _side(ckpt["config"], ckpt["value_ranges"], dst),
             "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input; the inverse on output",
             "size_multiple": int(gen.size_multiple),
-            # model.ts takes any size; model.onnx pads by reflection, which needs H, W >= size_multiple
-            "onnx_min_input_size": int(gen.size_multiple),
+            # model.pt2 and model.onnx take H, W: multiples of size_multiple, at least min_input_size
+            "min_input_size": min_size,
+            "onnx_min_input_size": min_size,
             "network": spec,
             "files": files,
             "package_version": __version__,
@@ -178,15 +175,8 @@ def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], dig
     state = {k[len("task_ab."):]: v for k, v in semantic["state"].items() if k.startswith("task_ab.")}
     net = load_task_network(spec, state).eval()
     ensure_writable_dir(folder, "export folder")
-    files: Dict[str, str] = {"weights": "weights.pt"}
-    atomic_torch_save(net.state_dict(), folder / "weights.pt")
     in_channels = spec["args"]["in_channels"]
-    if "torchscript" in formats:
-        files["torchscript"] = "model.ts"
-        _save_torchscript(net, folder / "model.ts")
-    if "onnx" in formats:
-        files["onnx"] = "model.onnx"
-        _save_onnx(net, in_channels, folder / "model.onnx", output="logits")
+    files, min_size = _save_formats(net, net, in_channels, TASK_SIZE_MULTIPLE, formats, folder, "logits")
     kind, classes = semantic["kind"], list(semantic["classes"])
     meta = {
         "format": EXPORT_FORMAT,
@@ -198,8 +188,9 @@ def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], dig
         "input": _side(ckpt["config"], ckpt["value_ranges"], "b"),
         "output": {"channels": len(classes), "classes": classes},
         "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input",
-        "size_multiple": 1,
-        "onnx_min_input_size": 4,
+        "size_multiple": TASK_SIZE_MULTIPLE,
+        "min_input_size": min_size,
+        "onnx_min_input_size": min_size,
         "network": spec,
         "files": files,
         "package_version": __version__,
@@ -208,6 +199,80 @@ def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], dig
     }
     _write_meta(meta, folder)
     return folder
+
+
+def smallest_input(net: nn.Module, in_channels: int, multiple: int, limit: int = 64) -> int:
+    """The smallest square size, a multiple of ``multiple``, that ``net`` runs on (a ResNet
+    generator needs two positions left after its downsampling, a classifier one after its pooling)."""
+    for k in range(1, limit + 1):
+        try:
+            with torch.no_grad():
+                net.eval()(torch.zeros(1, in_channels, k * multiple, k * multiple))
+            return k * multiple
+        except (RuntimeError, ValueError):
+            continue
+    raise ExportError(f"the network runs on no input size up to {limit * multiple} px; it cannot be exported.")
+
+
+def _save_formats(net: nn.Module, scriptable: nn.Module, in_channels: int, multiple: int, formats: Sequence[str],
+                  folder: Path, output: str) -> Tuple[Dict[str, str], int]:
+    """Write the weights and each asked format of one network into ``folder``: the ``files``
+    entry of meta.json, and the smallest height and width the exported programs take."""
+    files: Dict[str, str] = {"weights": "weights.pt"}
+    atomic_torch_save(net.state_dict(), folder / "weights.pt")
+    min_size = smallest_input(net, in_channels, multiple)
+    if "pt2" in formats or "onnx" in formats:
+        program, min_size = _export_program(net.eval(), in_channels, multiple, min_size)
+    if "pt2" in formats:
+        files["pt2"] = "model.pt2"
+        _save_pt2(program, folder / "model.pt2")
+    if "torchscript" in formats:
+        files["torchscript"] = "model.ts"
+        _save_torchscript(scriptable, folder / "model.ts")
+    if "onnx" in formats:
+        files["onnx"] = "model.onnx"
+        _save_onnx(program, folder / "model.onnx", output)
+    return files, min_size
+
+
+def _export_program(net: nn.Module, in_channels: int, multiple: int, min_size: int) -> Tuple[Any, int]:
+    """``torch.export`` of ``net`` with dynamic batch, height and width (multiples of ``multiple``
+    from ``min_size`` on), checked at its smallest size; and that size. A network whose graph
+    depends on a size being above 1 somewhere inside (e.g. 1x1 maps after pooling) gets the next
+    multiple as its smallest size."""
+    from torch.export import Dim
+
+    smallest = -(-min_size // multiple)
+    for k in range(smallest, smallest + 3):
+        example = torch.zeros(2, in_channels, (k + 1) * multiple, (k + 2) * multiple)
+        shapes = ({0: Dim("batch", min=1, max=MAX_BATCH), 2: multiple * Dim("h", min=k, max=MAX_SIZE // multiple),
+                   3: multiple * Dim("w", min=k, max=MAX_SIZE // multiple)},)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.export.export(net, (example,), dynamic_shapes=shapes)
+        except Exception as exc:  # the exporter's failures come in many types
+            raise ExportError(f"torch.export could not export this network ({short_reason(exc)}); "
+                              "export it with --format torchscript instead.") from None
+        try:
+            with torch.no_grad():
+                program.module()(torch.zeros(1, in_channels, k * multiple, k * multiple))
+            return program, k * multiple
+        except Exception:  # a guard of the traced graph excludes this size
+            continue
+    raise ExportError(f"torch.export gave no program that runs at {smallest * multiple} to "
+                      f"{(smallest + 2) * multiple} px; export it with --format torchscript instead.")
+
+
+def _save_pt2(program: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch.export.save wants the .pt2 suffix
+    try:
+        torch.export.save(program, str(tmp))
+        tmp.replace(path)
+    except OSError as exc:
+        raise output_error(exc, path) from None
+    except RuntimeError as exc:
+        raise OutputError(f"cannot write to '{path}': {short_reason(exc)}.") from None
 
 
 def _save_torchscript(module: nn.Module, path: Path) -> None:
@@ -224,25 +289,22 @@ def _save_torchscript(module: nn.Module, path: Path) -> None:
         raise OutputError(f"cannot write to '{path}': {short_reason(exc)}.") from None
 
 
-def _save_onnx(module: nn.Module, in_channels: int, path: Path, output: str = "translated") -> None:
+def _save_onnx(program: Any, path: Path, output: str) -> None:
+    """The exported program through the dynamo ONNX exporter: the same dynamic batch, height and width."""
     try:
-        import onnx  # noqa: F401  (the exporter needs it)
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
     except ImportError:
-        raise ExportError("ONNX export needs the 'onnx' package: pip install onnx onnxruntime") from None
-    multiple = int(getattr(module, "size_multiple", 4))
-    example = torch.zeros(1, in_channels, 2 * multiple + 3, 2 * multiple + 5)
+        raise ExportError("ONNX export needs the 'onnx' and 'onnxscript' packages: "
+                          "pip install 'cyclecmda[onnx]' (or pip install onnx onnxscript onnxruntime)") from None
     tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            (example,),
-            str(tmp),
-            input_names=["image"],
-            output_names=[output],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                          output: {0: "batch"} if output == "logits" else {0: "batch", 2: "height", 3: "width"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    tmp.replace(path)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+            warnings.simplefilter("ignore")
+            torch.onnx.export(program, dynamo=True, f=str(tmp), input_names=["image"], output_names=[output],
+                              external_data=False, verbose=False)
+        tmp.replace(path)
+    except OSError as exc:
+        raise output_error(exc, path) from None
+    except Exception as exc:  # the exporter's failures come in many types
+        raise ExportError(f"the ONNX exporter could not export this network ({short_reason(exc)}).") from None

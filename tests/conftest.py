@@ -88,7 +88,7 @@ def tiny_config(rgb8_dir: Path, gray16_dir: Path, run_dir: Path) -> Config:
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> Path:
-    """A tiny model (A: RGB 8-bit, B: 1-channel 16-bit) trained 2 steps and exported (TorchScript + ONNX).
+    """A tiny model (A: RGB 8-bit, B: 1-channel 16-bit) trained 2 steps and exported (pt2, ONNX, TorchScript).
 
     Returns the export folder holding a2b/ and b2a/; the checkpoint is at ../latest.pt.
     """
@@ -106,5 +106,5 @@ def exported(tmp_path_factory) -> Path:
                            "loss.lambda_identity=0", f"run.out_dir={root}", "run.name=run",
                            "train.max_steps=2", "train.image_every=100"])
     result = train(cfg)
-    export_checkpoint(result.checkpoint, root / "export", formats=("torchscript", "onnx"))
+    export_checkpoint(result.checkpoint, root / "export", formats=("pt2", "onnx", "torchscript"))
     return root / "export"

@@ -65,17 +65,22 @@ def test_python_objects_in_a_pt_file_are_never_unpickled(tmp_path, capsys):
     assert "truncated.pt" in err and ("damaged" in err or "truncated" in err)
 
 
-def test_corrupt_torchscript_is_an_artifact_error_naming_the_file(exported, tmp_path, capsys):
+@pytest.mark.parametrize("network", ["model.pt2", "model.ts"])
+def test_corrupt_network_is_an_artifact_error_naming_the_file(exported, tmp_path, capsys, network):
     bad = tmp_path / "bad"
     shutil.copytree(exported, bad)
-    (bad / "a2b" / "model.ts").write_bytes(b"definitely not a zip archive")
+    (bad / "a2b" / network).write_bytes(b"definitely not a zip archive")
+    if network == "model.ts":  # a legacy artifact: TorchScript only
+        meta = json.loads((bad / "a2b" / "meta.json").read_text())
+        meta["files"] = {k: v for k, v in meta["files"].items() if k not in ("pt2", "onnx")}
+        (bad / "a2b" / "meta.json").write_text(json.dumps(meta))
     make_images(tmp_path / "a", 2, 3, np.uint8)
     make_images(tmp_path / "b", 2, 1, np.uint16)
     for argv in (["evaluate", str(bad / "a2b"), "--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"),
                   "--features", "none"],
                  ["translate", str(bad / "a2b"), str(tmp_path / "a"), str(tmp_path / "out")]):
         err = one_line_error(capsys, argv)
-        assert str(bad / "a2b" / "model.ts") in err and "re-export it with 'cyclecmda export'" in err, err
+        assert str(bad / "a2b" / network) in err and "re-export it with 'cyclecmda export'" in err, err
 
 
 # --- artifact folders -------------------------------------------------------------------------
@@ -86,27 +91,27 @@ def moved_network(exported: Path, tmp_path: Path, entry) -> Path:
     folder = tmp_path / "art" / "a2b"
     shutil.copytree(exported / "a2b", folder)
     meta = json.loads((folder / "meta.json").read_text())
-    meta["files"]["torchscript"] = entry(folder)
+    meta["files"]["pt2"] = entry(folder)
     (folder / "meta.json").write_text(json.dumps(meta))
     return folder
 
 
 @pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
 def test_meta_json_entries_outside_the_folder_are_refused(exported, tmp_path, capsys, where):
-    outside = tmp_path / "elsewhere.ts"
-    shutil.copyfile(exported / "a2b" / "model.ts", outside)
+    outside = tmp_path / "elsewhere.pt2"
+    shutil.copyfile(exported / "a2b" / "model.pt2", outside)
 
     def entry(folder: Path) -> str:
         if where == "parent":
-            return "../../elsewhere.ts"
+            return "../../elsewhere.pt2"
         if where == "absolute":
             return str(outside)
-        (folder / "link.ts").symlink_to(outside)
-        return "link.ts"
+        (folder / "link.pt2").symlink_to(outside)
+        return "link.pt2"
 
     folder = moved_network(exported, tmp_path, entry)
     for load in (TranslatorArtifact, load_translators):
-        with pytest.raises(ArtifactError, match=r"files\.torchscript.*outside") as caught:
+        with pytest.raises(ArtifactError, match=r"files\.pt2.*outside") as caught:
             load(folder)
         assert "\n" not in str(caught.value) and "meta.json" in str(caught.value)
     make_images(tmp_path / "a", 2, 3, np.uint8)
@@ -115,7 +120,7 @@ def test_meta_json_entries_outside_the_folder_are_refused(exported, tmp_path, ca
 
 
 def test_entries_inside_the_folder_still_load(exported, tmp_path):
-    folder = moved_network(exported, tmp_path, lambda f: "./sub/../model.ts")
+    folder = moved_network(exported, tmp_path, lambda f: "./sub/../model.pt2")
     assert TranslatorArtifact(folder).module("cpu") is not None
     translators = load_translators(folder)
     assert set(translators.directions) == {"a2b"}

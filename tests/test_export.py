@@ -15,23 +15,24 @@ from cyclecmda.config import load_config
 from cyclecmda.cyclegan import build_network
 from cyclecmda.export import ExportError, PaddedTranslator, export_checkpoint
 
-SIZES = [(32, 32), (37, 45), (20, 28), (9, 14)]  # multiples of 4 and not
+SIZES = [(32, 32), (37, 45), (20, 28), (9, 14), (5, 6)]  # multiples of 4 and not, and below the smallest size
 
 STANDALONE = r"""
-import json, sys
+import json, sys, warnings
 import numpy as np
 import onnxruntime as ort
 import torch
 
+warnings.simplefilter("error")  # any warning, a deprecation notice included, fails the script
 folder, inputs, out = sys.argv[1], sys.argv[2], sys.argv[3]
 meta = json.load(open(f"{folder}/meta.json"))
-ts = torch.jit.load(f"{folder}/{meta['files']['torchscript']}")
+net = torch.export.load(f"{folder}/{meta['files']['pt2']}").module()
 sess = ort.InferenceSession(f"{folder}/{meta['files']['onnx']}", providers=["CPUExecutionProvider"])
 weights = torch.load(f"{folder}/{meta['files']['weights']}", weights_only=True)
 results = {}
 for name, x in np.load(inputs).items():
     with torch.no_grad():
-        results["ts_" + name] = ts(torch.from_numpy(x)).numpy()
+        results["pt2_" + name] = net(torch.from_numpy(x)).numpy()
     results["onnx_" + name] = sess.run(None, {"image": x})[0]
 results["n_weights"] = np.array(len(weights))
 assert "cyclecmda" not in sys.modules, "the artifact must load without the package"
@@ -60,7 +61,8 @@ def test_export_writes_self_describing_artifacts(exported):
         assert meta["size_multiple"] == 4 and meta["network"]["name"] == "resnet_2blocks"
         assert meta["package_version"] and meta["config"]["data"]["b"]["bit_depth"] == 16
         assert meta["checkpoint"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-        assert {"torchscript", "onnx", "weights"} <= set(meta["files"])
+        assert {"pt2", "torchscript", "onnx", "weights"} <= set(meta["files"])
+        assert meta["min_input_size"] == meta["onnx_min_input_size"] == 8  # two positions after two halvings
         for f in meta["files"].values():
             assert (folder / f).is_file()
         assert load_config([], []).data.a.channels == 3  # the config section is plain data
@@ -68,26 +70,59 @@ def test_export_writes_self_describing_artifacts(exported):
 
 @pytest.mark.parametrize("direction", ["a2b", "b2a"])
 def test_artifact_runs_in_a_fresh_process_without_the_package_and_matches_eager(exported, direction, tmp_path):
+    """model.pt2 (torch.export.load) and model.onnx (ONNX Runtime) at the sizes they take (multiples
+    of size_multiple from min_input_size on), with no warning at all, equal to the eager generator."""
     folder = exported / direction
     meta = json.loads((folder / "meta.json").read_text())
     rng = np.random.default_rng(0)
-    inputs = {f"s{h}x{w}": rng.uniform(-1, 1, (2, meta["input"]["channels"], h, w)).astype(np.float32)
-              for h, w in SIZES}
+    m, smallest = meta["size_multiple"], meta["min_input_size"]
+    sizes = [(smallest, smallest), (3 * m, 5 * m), (8 * m, 8 * m), (11 * m, 6 * m)]
+    inputs = {f"s{h}x{w}": rng.uniform(-1, 1, (b, meta["input"]["channels"], h, w)).astype(np.float32)
+              for b, (h, w) in zip((1, 2, 3, 1), sizes)}
     np.savez(tmp_path / "inputs.npz", **inputs)
     script = tmp_path / "standalone.py"
     script.write_text(STANDALONE)
     proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "inputs.npz"),
                            str(tmp_path / "out.npz")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "deprecat" not in proc.stderr.lower()
     got = np.load(tmp_path / "out.npz")
     eager = eager_translator(exported.parent / "run" / "latest.pt", "gen_ab" if direction == "a2b" else "gen_ba")
     for name, x in inputs.items():
         with torch.no_grad():
-            ref = eager(torch.from_numpy(x)).numpy()
-        assert ref.shape == (2, meta["output"]["channels"], *x.shape[2:])
-        np.testing.assert_allclose(got["ts_" + name], ref, atol=1e-4, rtol=0)
+            ref = eager.generator(torch.from_numpy(x)).numpy()
+        assert ref.shape == (len(x), meta["output"]["channels"], *x.shape[2:])
+        np.testing.assert_allclose(got["pt2_" + name], ref, atol=1e-5, rtol=0)
         np.testing.assert_allclose(got["onnx_" + name], ref, atol=1e-4, rtol=0)
     assert int(got["n_weights"]) > 0
+
+
+@pytest.mark.parametrize("direction", ["a2b", "b2a"])
+def test_loaders_take_any_size_from_every_format_and_match_eager(exported, direction, tmp_path):
+    """Through the package's loader, model.pt2 (the default) and the legacy model.ts both take
+    any size (padded as in training and cropped back) and equal the eager translator."""
+    import shutil
+
+    from cyclecmda.augment.core import TranslatorArtifact
+
+    folder = exported / direction
+    legacy = tmp_path / "legacy"  # an artifact exported before model.pt2 existed: model.ts only
+    shutil.copytree(folder, legacy)
+    meta = json.loads((legacy / "meta.json").read_text())
+    for key in ("pt2", "onnx"):
+        (legacy / meta["files"].pop(key)).unlink()
+    del meta["min_input_size"]
+    (legacy / "meta.json").write_text(json.dumps(meta))
+    eager = eager_translator(exported.parent / "run" / "latest.pt", "gen_ab" if direction == "a2b" else "gen_ba")
+    channels = meta["input"]["channels"]
+    for path, kind in ((folder, "pt2"), (legacy, "torchscript")):
+        artifact = TranslatorArtifact(path)
+        assert artifact.format == kind
+        for h, w in SIZES:
+            x = torch.rand(2, channels, h, w) * 2 - 1
+            with torch.no_grad():
+                ref = eager(x)
+            torch.testing.assert_close(artifact(x), ref, atol=1e-5, rtol=0)
 
 
 def test_padding_keeps_multiples_unchanged_and_crops_back(exported):
@@ -102,7 +137,10 @@ def test_export_cli_and_errors(exported, tmp_path, capsys):
     checkpoint = exported.parent / "run" / "latest.pt"
     assert main(["export", str(checkpoint), "-o", str(tmp_path / "out"), "--direction", "b2a"]) == 0
     assert "exported" in capsys.readouterr().out
-    assert (tmp_path / "out" / "b2a" / "model.ts").is_file() and not (tmp_path / "out" / "a2b").exists()
+    assert (tmp_path / "out" / "b2a" / "model.pt2").is_file() and not (tmp_path / "out" / "a2b").exists()
+    assert not (tmp_path / "out" / "b2a" / "model.ts").exists()  # TorchScript only on request
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "legacy"), "--format", "torchscript"]) == 0
+    assert (tmp_path / "legacy" / "a2b" / "model.ts").is_file() and not (tmp_path / "legacy" / "a2b" / "model.pt2").exists()
     with pytest.raises(ExportError, match="unknown export format 'coreml'"):
         export_checkpoint(checkpoint, tmp_path / "x", formats=("coreml",))
     assert main(["export", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "y")]) == 2
@@ -118,4 +156,4 @@ def test_export_on_finish(tiny_config):
     result = train(cfg)
     for direction in ("a2b", "b2a"):
         meta = json.loads((result.run_dir / "export" / direction / "meta.json").read_text())
-        assert meta["checkpoint"]["step"] == 2 and (result.run_dir / "export" / direction / "model.ts").is_file()
+        assert meta["checkpoint"]["step"] == 2 and (result.run_dir / "export" / direction / "model.pt2").is_file()

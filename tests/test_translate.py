@@ -24,9 +24,9 @@ BENCH = Path(__file__).parents[1] / "tools" / "bench_augment.py"
 
 @pytest.fixture
 def artifacts(tiny_config, tmp_path) -> Path:
-    """The tiny model (A: RGB 8-bit, B: 1-channel 16-bit) trained 2 steps, exported to TorchScript + ONNX."""
+    """The tiny model (A: RGB 8-bit, B: 1-channel 16-bit) trained 2 steps, exported to pt2, TorchScript and ONNX."""
     result = train(tiny_config)
-    export_checkpoint(result.checkpoint, tmp_path / "exp", formats=("torchscript", "onnx"))
+    export_checkpoint(result.checkpoint, tmp_path / "exp", formats=("pt2", "torchscript", "onnx"))
     return tmp_path / "exp"
 
 
@@ -217,7 +217,7 @@ def test_bench_tool_runs_tiny_and_prints_json(artifacts):
     report = json.loads(out.stdout)
     assert report["size"] == 32 and report["batch_sizes"] == [1, 2]
     assert report["network"]["name"] == "resnet_2blocks"
-    for backend in ("eager", "torchscript", "onnx"):
+    for backend in ("eager", "pt2", "torchscript", "onnx"):
         cpu = report["results"][backend]["cpu"]
         assert cpu["memory_measure"] in report["memory"]
         for batch in ("batch_1", "batch_2"):

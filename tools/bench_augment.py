@@ -1,16 +1,20 @@
 """Translator inference throughput and peak memory per backend, device and batch size, as JSON.
 
     python tools/bench_augment.py [ARTIFACT] [--size 256] [--batch-sizes 1,8,32] [--repeats 5]
-                                  [--warmup 3] [--images-per-repeat 32] [--backends eager,torchscript,onnx]
+                                  [--warmup 3] [--images-per-repeat 32] [--backends eager,pt2,torchscript,onnx,aoti]
                                   [--devices cpu,cuda]
 
-ARTIFACT is an exported direction folder (``cyclecmda export CKPT -o OUT --format torchscript,onnx``
+ARTIFACT is an exported direction folder (``cyclecmda export CKPT -o OUT --format pt2,onnx,torchscript``
 -> ``OUT/a2b``). Without it, an untrained translator with the quickstart network (resnet_6blocks,
 ngf 16, 3 -> 1 channels) is exported into a temporary folder; nothing is trained.
 
 Backends: ``eager`` (the generator rebuilt from ``weights.pt`` and ``meta.json["network"]``),
-``torchscript`` (``model.ts``) and ``onnx`` (``model.onnx`` in ONNX Runtime), each on the CPU and,
-when available, CUDA (ONNX Runtime only with its CUDA provider). Each backend/device pair runs in
+``pt2`` (``model.pt2``, ``torch.export.load(...).module()``), ``torchscript`` (``model.ts``, legacy),
+``onnx`` (``model.onnx`` in ONNX Runtime) and ``aoti`` (``model.pt2`` compiled ahead of time by
+AOTInductor, ``torch._inductor.aoti_compile_and_package``, for this machine, in the worker; its
+compile time is reported as ``compile_s``), each on the CPU and, when available, CUDA (ONNX Runtime
+only with its CUDA provider). Every backend is given sizes its network takes (multiples of
+``size_multiple``). Each backend/device pair runs in
 its own process so that one's memory does not hide another's. Per batch size: ``warmup`` untimed
 forwards, then ``repeats`` timed repeats of at least ``images_per_repeat`` images each; the median
 images per second is reported with every repeat's figure.
@@ -48,15 +52,16 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ("eager", "torchscript", "onnx")
+BACKENDS = ("eager", "pt2", "torchscript", "onnx", "aoti")
 MIB = 1024 * 1024
+COMPILE_S: List[float] = []  # AOTInductor's compile time in this worker
 
 
 # --- artifact ---------------------------------------------------------------------------------
 
 
 def build_untrained_artifact(out_dir: Path) -> Path:
-    """Export an untrained quickstart translator (a2b, TorchScript and ONNX when possible) into out_dir."""
+    """Export an untrained quickstart translator (a2b: pt2, TorchScript, and ONNX when possible) into out_dir."""
     from cyclecmda import __version__
     from cyclecmda.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
     from cyclecmda.config import load_config, to_dict
@@ -80,9 +85,9 @@ def build_untrained_artifact(out_dir: Path) -> Path:
     }
     path = atomic_torch_save(ckpt, out_dir / "untrained.pt")
     try:
-        folders = export_checkpoint(path, out_dir / "export", ("a2b",), ("torchscript", "onnx"))
+        folders = export_checkpoint(path, out_dir / "export", ("a2b",), ("pt2", "torchscript", "onnx"))
     except ExportError:  # no onnx package: the ONNX backend is reported as unavailable
-        folders = export_checkpoint(path, out_dir / "export", ("a2b",), ("torchscript",))
+        folders = export_checkpoint(path, out_dir / "export", ("a2b",), ("pt2", "torchscript"))
     return folders[0]
 
 
@@ -92,6 +97,8 @@ def unavailable(backend: str, device: str, meta: Dict[str, Any]) -> Optional[str
         return "CUDA is not available"
     if backend == "torchscript" and "torchscript" not in meta["files"]:
         return "the artifact has no model.ts"
+    if backend in ("pt2", "aoti") and "pt2" not in meta["files"]:
+        return "the artifact has no model.pt2"
     if backend == "onnx":
         if "onnx" not in meta["files"]:
             return "the artifact has no model.onnx (export with --format torchscript,onnx)"
@@ -115,7 +122,29 @@ def load_runner(backend: str, device: str, folder: Path, meta: Dict[str, Any]) -
         provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
         session = ort.InferenceSession(str(folder / meta["files"]["onnx"]), providers=[provider])
         return lambda x: session.run(None, {"image": x})[0]
-    if backend == "torchscript":
+    if backend in ("pt2", "aoti"):
+        program = torch.export.load(str(folder / meta["files"]["pt2"]))
+        if device != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        if backend == "pt2":
+            net = program.module()
+        else:
+            from torch._inductor import aoti_compile_and_package, aoti_load_package
+
+            t0 = time.perf_counter()
+            with tempfile.TemporaryDirectory(prefix="aoti_") as tmp:
+                package = aoti_compile_and_package(program, package_path=str(Path(tmp) / "model.pt2"))
+                compiled = aoti_load_package(package)
+            COMPILE_S.append(round(time.perf_counter() - t0, 1))
+
+            def run_compiled(x: np.ndarray) -> Any:
+                with torch.inference_mode():
+                    return compiled(torch.from_numpy(x).to(device)).cpu()
+
+            return run_compiled
+    elif backend == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             net = torch.jit.load(str(folder / meta["files"]["torchscript"]), map_location=device)
@@ -126,7 +155,8 @@ def load_runner(backend: str, device: str, folder: Path, meta: Dict[str, Any]) -
         gen = build_network(meta["network"])
         gen.load_state_dict(torch.load(folder / meta["files"]["weights"], map_location="cpu", weights_only=True))
         net = PaddedTranslator(gen, meta["size_multiple"]).to(device)
-    net.eval()
+    if backend != "pt2":  # an exported program's module is already in eval mode (and refuses .eval())
+        net.eval()
 
     def run(x: np.ndarray) -> Any:
         with torch.inference_mode():
@@ -224,7 +254,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
             "forwards_per_repeat": forwards,
             "peak_memory_mib": memory.peak_mib(),
         }
-    return {"memory_measure": memory.method, "loaded_mib": round(memory.loaded / MIB, 1), "batches": batches}
+    out = {"memory_measure": memory.method, "loaded_mib": round(memory.loaded / MIB, 1), "batches": batches}
+    if COMPILE_S:
+        out["compile_s"] = COMPILE_S[0]
+    return out
 
 
 # --- driver -----------------------------------------------------------------------------------

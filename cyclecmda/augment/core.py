@@ -11,8 +11,10 @@ dtype and raw range as trained (uint16 counts of a 16-bit camera, uint8 of an 8-
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import zipfile
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -31,8 +33,10 @@ class ArtifactError(CycleCMDAError):
 
 
 class TranslatorArtifact:
-    """An exported translator or task network (``meta.json`` + ``model.ts``); the network loads on
-    first use. A task network (``cyclecmda export --task``) has a ``task`` entry (kind, class names).
+    """An exported translator or task network (``meta.json`` + ``model.pt2``, or the legacy
+    ``model.ts``); the network loads on first use. A task network (``cyclecmda export --task``) has
+    a ``task`` entry (kind, class names). Images smaller than the network's ``min_input_size`` are
+    padded (replicating their edge) for it and cropped back.
 
     Every file ``meta.json`` names must resolve (symbolic links followed) inside the artifact
     folder; an entry pointing elsewhere is refused before anything is loaded.
@@ -54,14 +58,17 @@ class TranslatorArtifact:
             found = self.meta.get("format") if isinstance(self.meta, dict) else None
             raise ArtifactError(f"{meta_path} is not a cyclecmda export (format {found!r}).")
         self.files = {kind: self._inside(meta_path, kind, name) for kind, name in self.meta.get("files", {}).items()}
-        if "torchscript" not in self.files:
-            raise ArtifactError(f"{self.path} has no TorchScript network (export it with --format torchscript).")
+        self.format = next((f for f in ("pt2", "torchscript") if f in self.files), None)
+        if self.format is None:
+            raise ArtifactError(f"{self.path} has no PyTorch network (model.pt2 or model.ts); re-export it with "
+                                "'cyclecmda export' (the default format, pt2).")
         self.in_channels: int = self.meta["input"]["channels"]
         self.out_channels: int = self.meta["output"]["channels"]
         self.size_multiple: int = self.meta["size_multiple"]
+        self.min_input_size: int = int(self.meta.get("min_input_size", 1))
         self.task: Optional[Dict] = self.meta.get("task")
         self.classes: List[str] = list(self.task["classes"]) if self.task else []
-        self._modules: Dict[str, torch.jit.ScriptModule] = {}
+        self._modules: Dict[str, torch.nn.Module] = {}
         self._lock = threading.Lock()
 
     def _inside(self, meta_path: Path, kind: str, name: object) -> Path:
@@ -75,28 +82,84 @@ class TranslatorArtifact:
             )
         return target
 
-    def module(self, device: Union[str, torch.device]) -> torch.jit.ScriptModule:
-        """The TorchScript network on `device`, loaded once per device."""
+    def module(self, device: Union[str, torch.device]) -> torch.nn.Module:
+        """The network on `device`, loaded once per device."""
         key = str(torch.device(device))
         with self._lock:
             if key not in self._modules:
-                file = self.files["torchscript"]
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", FutureWarning)
-                        net = torch.jit.load(str(file), map_location="cpu")
-                except (RuntimeError, ValueError, OSError) as exc:
-                    raise ArtifactError(
-                        f"'{file}' is not a loadable TorchScript network ({short_reason(exc)}); "
-                        "re-export it with 'cyclecmda export'."
-                    ) from None
-                self._modules[key] = net.to(key).eval()
+                net = _load_pt2(self.files["pt2"], key) if self.format == "pt2" else \
+                    _load_torchscript(self.files["torchscript"], key)
+                self._modules[key] = PaddedNetwork(net, self.size_multiple, self.min_input_size)
         return self._modules[key]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) in [-1, 1] on any device -> (B, C_out, H, W) in [-1, 1] on that device."""
+        """(B, C_in, H, W) in [-1, 1] on any device -> (B, C_out, H, W) in [-1, 1] (or the task
+        network's logits) on that device. Any H and W: padded to what the network takes
+        (a multiple of ``size_multiple``, at least ``min_input_size``) and cropped back."""
+
         return self.module(x.device)(x.float())
+
+
+class PaddedNetwork(torch.nn.Module):
+    """A loaded network that takes any H and W: padded to what it takes, cropped back."""
+
+    def __init__(self, net: torch.nn.Module, multiple: int, min_size: int) -> None:
+        super().__init__()
+        self.net, self.multiple, self.min_size = net, multiple, min_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        out = self.net(pad_for(x, self.multiple, self.min_size))
+        return out[..., :h, :w] if out.dim() == 4 else out
+
+
+def pad_for(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.Tensor:
+    """``x`` padded at the bottom and right to sides that are multiples of ``multiple`` and at
+    least ``min_size``: by reflection, as in training, where the image is large enough to reflect,
+    else by replicating its edge."""
+    h, w = x.shape[-2:]
+    side = lambda n: max(-(-n // multiple) * multiple, -(-min_size // multiple) * multiple)  # noqa: E731
+    pad_h, pad_w = side(h) - h, side(w) - w
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return torch.nn.functional.pad(x, [0, pad_w, 0, pad_h], mode=mode)
+
+
+def _load_pt2(file: Path, device: str) -> torch.nn.Module:
+    """An ExportedProgram's module on ``device``."""
+    torch_export_log = logging.getLogger("torch.export")  # logs a traceback before its own error
+    level = torch_export_log.level
+    try:
+        if not zipfile.is_zipfile(file):
+            raise ValueError("not a .pt2 archive (a zip file)")
+        torch_export_log.setLevel(logging.CRITICAL)
+        program = torch.export.load(str(file))
+        if device != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        return program.module()
+    except Exception as exc:  # a damaged archive fails in many types (zip, pickle, key, runtime errors)
+        raise ArtifactError(
+            f"'{file}' is not a loadable exported program ({short_reason(exc)}); re-export it with 'cyclecmda export'."
+        ) from None
+    finally:
+        torch_export_log.setLevel(level)
+
+
+def _load_torchscript(file: Path, device: str) -> torch.nn.Module:
+    """A legacy TorchScript artifact on ``device``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            net = torch.jit.load(str(file), map_location="cpu")
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ArtifactError(
+            f"'{file}' is not a loadable TorchScript network ({short_reason(exc)}); re-export it with 'cyclecmda export'."
+        ) from None
+    return net.to(device).eval()
 
 
 _CACHE: Dict[Tuple[int, str], TranslatorArtifact] = {}

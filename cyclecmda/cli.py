@@ -63,7 +63,7 @@ def _add_pixel_limit(parser: argparse.ArgumentParser, what: str) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cyclecmda.evaluate import evaluate, format_table, write_json
+    from cyclecmda.evaluate import evaluate, features_record, format_table, write_json
     from cyclecmda.files import ensure_writable_dir
 
     path = Path(args.path)
@@ -71,14 +71,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     # before any work: metrics that cannot be written are not worth computing
     ensure_writable_dir(out.parent, "--json" if args.json else "where evaluation.json goes; choose another with --json")
     extractor = None
-    if args.features == "inception":
-        from cyclecmda.metrics import InceptionFeatures
+    if args.features != "none":
+        from cyclecmda.metrics import create_feature_extractor
 
-        extractor = InceptionFeatures(args.features_weights)
+        extractor = create_feature_extractor(args.features, weights=args.features_weights)
     metrics = evaluate(args.path, args.a, args.b, paired=args.paired, extractor=extractor, device=args.device,
                        max_image_pixels=args.max_image_pixels)
     print(format_table(metrics))
-    write_json(metrics, out)
+    write_json(metrics, out, about={"features": features_record(extractor), "resize_to": "data.crop_size of the config"})
     print(f"written to {out}")
     return 0
 
@@ -136,9 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a", help="folder of domain-A test images")
     p.add_argument("--b", help="folder of domain-B test images")
     p.add_argument("--paired", action="store_true", help="the folders hold true counterparts with the same file names")
-    p.add_argument("--features", choices=["inception", "none"], default="inception",
-                   help="feature network for FID/KID (inception: torchvision's Inception-v3; none: skip FID/KID)")
-    p.add_argument("--features-weights", help="Inception-v3 weights file (default: the torch hub cache)")
+    p.add_argument("--features", choices=["inception", "torchvision_inception", "none"], default="inception",
+                   help="feature network for FID/KID (inception: the TF-ported FID Inception of pytorch-fid, "
+                        "torch-fidelity and torchmetrics, comparable with papers; torchvision_inception: "
+                        "torchvision's ImageNet Inception-v3, not comparable with papers; none: skip FID/KID)")
+    p.add_argument("--features-weights", help="the feature network's weights file (default: the torch hub cache; the "
+                                              "FID Inception is downloaded there on first use)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="where to write the metrics (default: evaluation.json beside the input)")
     _add_pixel_limit(p, "test images")

@@ -178,8 +178,8 @@ class TrainConfig:
     eval_every: Optional[int] = None  # validate on data.*.test_root every N steps (None: never)
     eval_paired: bool = False  # the test folders hold true counterparts with the same file names
     eval_max_images: int = 256
-    eval_features: str = "none"  # none | inception: FID/KID in the loop (needs Inception-v3 weights)
-    features_weights: str = ""  # Inception-v3 weights file; "" looks in the torch hub cache
+    eval_features: str = "none"  # none | inception (the FID Inception) | torchvision_inception: FID/KID in the loop
+    features_weights: str = ""  # the feature network's weights file; "" uses the torch hub cache (FID Inception: downloaded there)
     best_metric: str = "eval/paired_l1_a2b"  # kept in best.pt, e.g. eval/fid_a2b, eval/paired_ssim_a2b
     best_mode: str = "auto"  # auto (psnr, ssim, downstream_b, task_* higher; others lower) | min | max
     export_on_finish: bool = False  # export both directions to <run>/export when training ends
@@ -214,7 +214,7 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "optim.lr_policy": ("linear", "cosine", "step", "constant"),
     "optim.implementation": ("auto", "fused", "foreach", "for_loop"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "train.eval_features": ("none", "inception"),
+    "train.eval_features": ("none", "inception", "torchvision_inception"),
     "train.best_mode": ("auto", "min", "max"),
     "loss.semantic.kind": ("none", "class", "mask"),
 }

@@ -189,11 +189,22 @@ def format_table(metrics: Dict[str, float]) -> str:
     return "\n".join(f"{k:<{width}}  {v:.4f}" for k, v in metrics.items())
 
 
-def write_json(metrics: Dict[str, float], path: Optional[Path]) -> None:
-    """Write the metrics as JSON; a failed write raises :class:`OutputError` naming the path."""
+def features_record(extractor: Optional[FeatureExtractor]) -> Optional[Dict[str, object]]:
+    """What evaluation.json says of the FID/KID feature network: name, weights and their SHA-256,
+    resizing, and whether its FID compares with published numbers."""
+    if extractor is None:
+        return None
+    return {"network": extractor.name, "weights": str(getattr(extractor, "weights_path", "")),
+            "weights_sha256": getattr(extractor, "weights_sha256", None), "resize": getattr(extractor, "resize", None),
+            "comparable_with_papers": extractor.name == "inception_v3_tf_fid"}
+
+
+def write_json(metrics: Dict[str, float], path: Optional[Path], about: Optional[Dict[str, object]] = None) -> None:
+    """Write the metrics (and, under ``about``, how they were measured) as JSON; a failed write
+    raises :class:`OutputError` naming the path."""
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(metrics, indent=2) + "\n")
+            path.write_text(json.dumps({**metrics, **({"about": about} if about else {})}, indent=2) + "\n")
         except OSError as exc:
             raise output_error(exc, path) from None

@@ -3,16 +3,20 @@
 Images are float tensors (N, C, H, W), values in [0, 1] unless a ``data_range`` says otherwise.
 PSNR and SSIM are computed and returned in float64 (float32 on MPS, which has no float64).
 
-FID/KID features come from a pluggable :class:`FeatureExtractor`; the default,
-:class:`InceptionFeatures`, is torchvision's Inception-v3 with its published ImageNet weights.
-Its FID values are comparable between runs of this package but NOT identical to the
-TF-Inception FID reported in papers (pytorch-fid / clean-fid use a port of the TF graph with
-different weights and resizing). Weights are never downloaded: a missing file is an error.
+FID/KID features come from a pluggable :class:`FeatureExtractor`. The default,
+:class:`FIDInceptionFeatures` (``"inception"``), is the TF-ported FID Inception-v3
+(``pt_inception-2015-12-05``) run by torch-fidelity, the network and preprocessing that
+pytorch-fid, torch-fidelity and torchmetrics use, so its FID compares with published numbers.
+Its weights are downloaded once into the torch hub cache (hash checked) unless a file is given.
+:class:`InceptionFeatures` (``"torchvision_inception"``), torchvision's ImageNet Inception-v3, stays
+available; its FID is comparable only between runs of this package, not with papers.
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
 
@@ -21,11 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.errors import CycleCMDAError, DataError, short_reason
 from cyclecmda.registry import Registry
 
 INCEPTION_WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
 INCEPTION_WEIGHTS_URL = f"https://download.pytorch.org/models/{INCEPTION_WEIGHTS_FILE}"
+FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # the 8 hex digits: the start of its SHA-256
+FID_INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_INCEPTION_FILE}"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -201,8 +207,12 @@ class FeatureExtractor(nn.Module, abc.ABC):
 FEATURE_EXTRACTORS = Registry("feature extractor")
 
 
+FEATURES = ("inception", "torchvision_inception")  # the names --features and train.eval_features take, besides none
+
+
 def create_feature_extractor(name: str, **kwargs: object) -> FeatureExtractor:
-    """Build a registered feature extractor by name (e.g. ``"inception"``)."""
+    """Build a registered feature extractor by name: ``"inception"`` (the FID Inception) or
+    ``"torchvision_inception"``."""
     return FEATURE_EXTRACTORS.create(name, **kwargs)
 
 
@@ -214,9 +224,95 @@ def _inception_weights_path(weights: str | Path | None) -> Path:
     return path / INCEPTION_WEIGHTS_FILE if path.is_dir() else path
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fid_weights_path(weights: str | Path | None, download: bool) -> Path:
+    """The FID Inception weights: ``weights`` (a file, or a folder holding the standard file), else
+    the torch hub cache, where they are downloaded on first use (their SHA-256 checked)."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        path = path / FID_INCEPTION_FILE if path.is_dir() else path
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"FID Inception weights not found at {path}; download {FID_INCEPTION_URL} there, "
+                "or leave --features-weights (train.features_weights) unset to download it into the torch hub cache."
+            )
+        return path
+    path = Path(torch.hub.get_dir()) / "checkpoints" / FID_INCEPTION_FILE
+    if path.is_file():
+        return path
+    where = (f"put {FID_INCEPTION_FILE} (from {FID_INCEPTION_URL}) at {path}, or pass it with "
+             "--features-weights PATH (train.features_weights)")
+    if not download:
+        raise MissingWeightsError(f"FID Inception weights are not in the torch hub cache; {where}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(FID_INCEPTION_URL, str(path), hash_prefix=FID_INCEPTION_FILE.split("-")[-1][:8],
+                                       progress=False)
+    except Exception as exc:  # no network, a proxy, a wrong hash: urllib and hub raise many types
+        raise MissingWeightsError(f"could not download the FID Inception weights ({short_reason(exc)}); {where}.") from None
+    return path
+
+
 @FEATURE_EXTRACTORS.register("inception")
+class FIDInceptionFeatures(FeatureExtractor):
+    """2048-d pool3 features of the TF-ported FID Inception-v3, through torch-fidelity: the network,
+    resizing (TF1-style bilinear to 299x299) and normalisation ((x - 128) / 128 of 8-bit values)
+    of pytorch-fid, torch-fidelity and torchmetrics, so FID and KID compare with published numbers.
+
+    Images in [0, 1] are quantised to 8 bits as those tools expect; 1-channel images are
+    replicated to 3. ``weights``: the ``pt_inception-2015-12-05-6726825d.pth`` state dict (or a
+    folder holding it); by default the torch hub cache, downloaded there on first use.
+    """
+
+    name = "inception_v3_tf_fid"
+    resize = "tf1_bilinear_299"
+
+    def __init__(self, weights: str | Path | None = None, download: bool = True) -> None:
+        super().__init__()
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError:
+            raise CycleCMDAError("FID/KID with the FID Inception needs torch-fidelity: pip install torch-fidelity") from None
+        path = _fid_weights_path(weights, download)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle objects
+        except Exception as exc:
+            raise CycleCMDAError(f"{path} is not a loadable weights file ({short_reason(exc)}); "
+                                 f"it should be {FID_INCEPTION_URL}.") from None
+        # torch-fidelity reads a path with weights_only=False: give it a copy of the tensors only
+        with tempfile.TemporaryDirectory(prefix="fid_inception_") as tmp:
+            safe = Path(tmp) / "weights.pth"
+            torch.save(state, safe)
+            try:
+                self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(safe))
+            except Exception as exc:  # key or shape mismatches
+                raise CycleCMDAError(f"{path} is not the FID Inception state dict ({short_reason(exc)}); "
+                                     f"it should be {FID_INCEPTION_URL}.") from None
+        self.weights_path = path
+        self.weights_sha256 = file_sha256(path)
+        self.eval()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected images (N, 1 or 3, H, W); got {tuple(images.shape)}")
+        x = images.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x)[0]
+
+
+@FEATURE_EXTRACTORS.register("torchvision_inception")
 class InceptionFeatures(FeatureExtractor):
     """2048-d pool features of torchvision's Inception-v3 with its published ImageNet weights.
+    Not the FID Inception: its FID does not compare with published numbers.
 
     ``weights`` is the ``inception_v3_google-0cc3c7bd.pth`` state dict (or a folder holding it);
     by default it is read from the torch hub cache, where torchvision itself would keep it.
@@ -226,6 +322,7 @@ class InceptionFeatures(FeatureExtractor):
     """
 
     name = "inception_v3_torchvision"
+    resize = "bilinear_antialias_299"
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
@@ -251,6 +348,7 @@ class InceptionFeatures(FeatureExtractor):
         net.fc = nn.Identity()
         self.net = net.requires_grad_(False)
         self.weights_path = path
+        self.weights_sha256 = file_sha256(path)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.eval()

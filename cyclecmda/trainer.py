@@ -257,10 +257,10 @@ class Trainer:
                 f"names ({len(names['a'])} and {len(names['b'])} images); pair them by name or set train.eval_paired=false."
             )
         extractor = None
-        if t.eval_features == "inception":
-            from cyclecmda.metrics import InceptionFeatures
+        if t.eval_features != "none":
+            from cyclecmda.metrics import create_feature_extractor
 
-            extractor = InceptionFeatures(t.features_weights or None).to(self.device)
+            extractor = create_feature_extractor(t.eval_features, weights=t.features_weights or None).to(self.device)
         return images, targets, extractor
 
     def _autocast(self) -> contextlib.AbstractContextManager:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,6 +109,38 @@ def test_evaluate_checkpoint_and_export_agree(exported, paired_dirs, tmp_path, c
                  "--json", str(tmp_path / "m.json")]) == 0
     assert "paired_psnr_a2b" in capsys.readouterr().out
     assert json.loads((tmp_path / "m.json").read_text())["paired_l1_a2b"] == pytest.approx(from_ckpt["paired_l1_a2b"])
+
+
+def test_evaluation_json_records_the_feature_network_its_weights_and_the_image_counts(exported, paired_dirs, tmp_path):
+    """The default FID network is the FID Inception; evaluation.json says which weights (SHA-256),
+    which resizing, and how many images; the torchvision network is there by name, marked as not
+    comparable with papers."""
+    import hashlib
+
+    from cyclecmda.metrics import FID_INCEPTION_FILE
+
+    weights = tmp_path / FID_INCEPTION_FILE  # random values of the right architecture
+    torch.manual_seed(0)
+    from pytorch_fid import inception as pfi
+
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    for name, block, args in (("Mixed_5b", pfi.FIDInceptionA, (192, 32)), ("Mixed_5c", pfi.FIDInceptionA, (256, 64)),
+                              ("Mixed_5d", pfi.FIDInceptionA, (288, 64)), ("Mixed_6b", pfi.FIDInceptionC, (768, 128)),
+                              ("Mixed_6c", pfi.FIDInceptionC, (768, 160)), ("Mixed_6d", pfi.FIDInceptionC, (768, 160)),
+                              ("Mixed_6e", pfi.FIDInceptionC, (768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1, (1280,)),
+                              ("Mixed_7c", pfi.FIDInceptionE_2, (2048,))):
+        setattr(net, name, block(*args))
+    torch.save(net.state_dict(), weights)
+    a, b = map(str, paired_dirs)
+    out = tmp_path / "e.json"
+    assert main(["evaluate", str(exported / "a2b"), "--a", a, "--b", b, "--features-weights", str(weights),
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert math.isfinite(report["fid_a2b"]) and report["n_a"] == report["n_b"] == 6
+    assert report["about"]["features"] == {
+        "network": "inception_v3_tf_fid", "weights": str(weights),
+        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "resize": "tf1_bilinear_299",
+        "comparable_with_papers": True}
 
 
 def test_fid_and_kid_compare_each_translation_with_the_real_target_domain():

@@ -157,3 +157,32 @@ def test_export_on_finish(tiny_config):
     for direction in ("a2b", "b2a"):
         meta = json.loads((result.run_dir / "export" / direction / "meta.json").read_text())
         assert meta["checkpoint"]["step"] == 2 and (result.run_dir / "export" / direction / "model.pt2").is_file()
+
+
+def test_no_default_path_prints_a_deprecation_warning(exported, tmp_path):
+    """Export, the albumentations and torchvision transforms, translate and evaluate, each on the
+    default artifact: not one DeprecationWarning or FutureWarning (torch.jit.load printed one)."""
+    import warnings
+
+    import albumentations as A
+    from torchvision.transforms import v2
+
+    from conftest import make_images
+    from cyclecmda.augment import CycleGANTranslate, CycleGANTranslateV2
+    from cyclecmda.evaluate import evaluate
+    from cyclecmda.translate import translate_folder
+
+    make_images(tmp_path / "a", 2, 3, np.uint8)
+    make_images(tmp_path / "b", 2, 1, np.uint16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folder = export_checkpoint(exported.parent / "run" / "latest.pt", tmp_path / "export")[0]
+        image = np.random.default_rng(0).integers(0, 256, (40, 44, 3), dtype=np.uint8)
+        out = A.Compose([CycleGANTranslate(str(folder), p=1.0)])(image=image, mask=np.zeros((40, 44), np.uint8))
+        v2.Compose([CycleGANTranslateV2(str(folder), p=1.0)])(torch.from_numpy(image).permute(2, 0, 1))
+        translate_folder(folder, tmp_path / "a", tmp_path / "out", progress=False)
+        metrics = evaluate(folder, str(tmp_path / "a"), str(tmp_path / "b"))
+    assert out["image"].shape == image.shape and metrics
+    notices = [f"{w.category.__name__}: {w.message} ({w.filename})" for w in caught
+               if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert not notices, notices

@@ -3,6 +3,7 @@ against closed forms and loop-based definitions, and feature extraction without 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Iterator, List
@@ -17,6 +18,9 @@ from torchvision.models import inception_v3
 
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.metrics import (
+    FID_INCEPTION_FILE,
+    FID_INCEPTION_URL,
+    FIDInceptionFeatures,
     INCEPTION_WEIGHTS_FILE,
     INCEPTION_WEIGHTS_URL,
     FeatureExtractor,
@@ -251,7 +255,7 @@ def test_inception_features_load_and_extract(random_inception_weights: Path, mon
     # found in the hub cache when no path is given, or at the path given
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(random_inception_weights.parent.parent))
     assert InceptionFeatures().weights_path == random_inception_weights
-    ext = create_feature_extractor("inception", weights=str(random_inception_weights))
+    ext = create_feature_extractor("torchvision_inception", weights=str(random_inception_weights))
     assert isinstance(ext, FeatureExtractor) and ext.name == "inception_v3_torchvision"
 
     saved = torch.load(random_inception_weights, weights_only=True)
@@ -280,6 +284,117 @@ def test_inception_features_load_and_extract(random_inception_weights: Path, mon
     assert _rel_err(reference, feats_gray) < 1e-4  # without transform_input it would be ~1
     with pytest.raises(ValueError, match="1 or 3"):
         ext(torch.rand(1, 2, 32, 32))
+
+
+# --------------------------------------------------------------------------- the FID Inception
+
+
+@pytest.fixture(scope="module")
+def random_fid_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dict of the FID Inception architecture (pytorch-fid's own classes) with random
+    values, under a fake hub cache with the published file name. Nothing is downloaded."""
+    from pytorch_fid import inception as pfi
+
+    torch.manual_seed(0)
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    for name, block, args in (("Mixed_5b", pfi.FIDInceptionA, (192, 32)), ("Mixed_5c", pfi.FIDInceptionA, (256, 64)),
+                              ("Mixed_5d", pfi.FIDInceptionA, (288, 64)), ("Mixed_6b", pfi.FIDInceptionC, (768, 128)),
+                              ("Mixed_6c", pfi.FIDInceptionC, (768, 160)), ("Mixed_6d", pfi.FIDInceptionC, (768, 160)),
+                              ("Mixed_6e", pfi.FIDInceptionC, (768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1, (1280,)),
+                              ("Mixed_7c", pfi.FIDInceptionE_2, (2048,))):
+        setattr(net, name, block(*args))
+    state = net.state_dict()
+    for key, value in state.items():  # batch-norm statistics of a trained network's scale, so features do not vanish
+        if key.endswith("running_var"):
+            value.uniform_(0.5, 1.5)
+        elif key.endswith("running_mean"):
+            value.normal_(0, 0.1)
+    path = tmp_path_factory.mktemp("fidhub") / "checkpoints" / FID_INCEPTION_FILE
+    path.parent.mkdir()
+    torch.save(state, path)
+    return path
+
+
+def _smooth_images(n: int, seed: int, size: int = 299) -> torch.Tensor:
+    """(n, 3, size, size) 8-bit-exact images in [0, 1]: smooth random fields."""
+    gen = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 8, 8, generator=gen)
+    x = nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    return (x * 255).round() / 255
+
+
+def test_fid_inception_equals_pytorch_fid_on_the_same_weights(random_fid_weights: Path, monkeypatch) -> None:
+    """Our FID (torch-fidelity's network, our statistics) equals pytorch-fid's computation with
+    the same weights file, the same resizing (none: 299 px) and the same normalisation."""
+    from pytorch_fid import inception as pfi
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    ext = create_feature_extractor("inception", weights=str(random_fid_weights))
+    assert isinstance(ext, FIDInceptionFeatures) and ext.name == "inception_v3_tf_fid"
+    real, fake = _smooth_images(10, 0), _smooth_images(10, 1)
+    ours_real = compute_features(ext, real.split(4))
+    ours_fake = compute_features(ext, fake.split(4))
+    ours = fid_from_features(ours_fake, ours_real)
+
+    state = torch.load(random_fid_weights, weights_only=True)
+    monkeypatch.setattr(pfi, "load_state_dict_from_url", lambda *args, **kwargs: state)
+    reference_net = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=False,
+                                    normalize_input=False).eval()
+
+    def reference_features(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():  # torch-fidelity's (and TF's) normalisation of 8-bit values
+            return reference_net((x * 255 - 128) / 128)[0].flatten(1).double().numpy()
+
+    ref_real, ref_fake = reference_features(real), reference_features(fake)
+    assert np.abs(ref_real).max() > 1e-3  # features of a useful scale, not vanishing
+    np.testing.assert_allclose(ours_real, ref_real, rtol=0, atol=1e-4 * np.abs(ref_real).max())
+    reference = calculate_frechet_distance(ref_fake.mean(0), np.cov(ref_fake, rowvar=False),
+                                           ref_real.mean(0), np.cov(ref_real, rowvar=False))
+    assert ours > 0 and ours == pytest.approx(reference, rel=1e-4)
+    gray = real[:, :1]  # 1-channel images are replicated to 3, as for the torchvision network
+    np.testing.assert_allclose(compute_features(ext, [gray]), compute_features(ext, [gray.expand(-1, 3, -1, -1)]))
+
+
+def test_fid_weights_are_downloaded_once_with_their_hash_checked(random_fid_weights: Path, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    import shutil
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    calls = []
+
+    def fake_download(url: str, dst: str, hash_prefix=None, progress=True) -> None:
+        calls.append((url, hash_prefix))
+        shutil.copyfile(random_fid_weights, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    first = FIDInceptionFeatures()
+    assert calls == [(FID_INCEPTION_URL, "6726825d")]
+    assert first.weights_path == tmp_path / "hub" / "checkpoints" / FID_INCEPTION_FILE
+    assert first.weights_sha256 == hashlib.sha256(random_fid_weights.read_bytes()).hexdigest()
+    FIDInceptionFeatures()
+    assert len(calls) == 1  # the second one reads the cache
+
+
+def test_fid_weights_missing_and_undownloadable_say_where_to_put_the_file(tmp_path: Path, monkeypatch) -> None:
+    import urllib.error
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(MissingWeightsError) as info:
+        FIDInceptionFeatures()
+    message = str(info.value)
+    assert "\n" not in message and "could not download" in message and "name resolution" in message
+    assert str(tmp_path / "hub" / "checkpoints" / FID_INCEPTION_FILE) in message and "--features-weights" in message
+    with pytest.raises(MissingWeightsError, match="not found at .*nowhere"):
+        FIDInceptionFeatures(tmp_path / "nowhere.pth")
+    pickled = tmp_path / "objects.pth"
+    pickled.write_bytes(__import__("pickle").dumps(CycleCMDAError("x")))
+    with pytest.raises(CycleCMDAError, match="not a loadable weights file"):
+        FIDInceptionFeatures(pickled)  # never unpickled as objects
 
 
 # --------------------------------------------------------------------------- FID/KID end to end

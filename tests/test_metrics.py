@@ -46,11 +46,12 @@ def test_psnr_hand_values() -> None:
     pred[1] -= 0.01  # MSE 1e-4 -> 40 dB
     out = psnr(pred, target)
     assert out.shape == (3,)
-    assert out[0].item() == pytest.approx(20.0, abs=1e-9)
-    assert out[1].item() == pytest.approx(40.0, abs=1e-9)
+    # torchmetrics keeps data_range as a float32 tensor: values within 1e-5 dB of the exact ones
+    assert out[0].item() == pytest.approx(20.0, abs=1e-5)
+    assert out[1].item() == pytest.approx(40.0, abs=1e-5)
     assert math.isinf(out[2].item()) and out[2] > 0
     # the same relative error on a 0..255 scale gives the same dB
-    assert psnr(pred[:1] * 255, target[:1] * 255, data_range=255.0).item() == pytest.approx(20.0, abs=1e-9)
+    assert psnr(pred[:1] * 255, target[:1] * 255, data_range=255.0).item() == pytest.approx(20.0, abs=1e-5)
 
 
 def _skimage_ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = 1.5) -> float:
@@ -83,6 +84,62 @@ def test_ssim_matches_skimage_reference() -> None:
     # data_range scales the constants: same images on 0..255 give the same SSIM
     scaled = ssim(torch.from_numpy(x * 255), torch.from_numpy(y * 255), data_range=255.0)
     assert torch.allclose(scaled, ours.double(), atol=1e-5)
+
+
+def _previous_psnr_ssim(pred: torch.Tensor, target: torch.Tensor) -> tuple:
+    """The hand-written PSNR and SSIM this package used before torchmetrics computed them."""
+    x, y = pred.double(), target.double()
+    mse = (x - y).pow(2).flatten(1).mean(1)
+    t = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-0.5 * (t / 1.5) ** 2)
+    g = g / g.sum()
+    c = x.shape[1]
+
+    def blur(v: torch.Tensor) -> torch.Tensor:
+        v = nn.functional.conv2d(v, g.view(1, 1, 11, 1).expand(c, 1, 11, 1), groups=c)
+        return nn.functional.conv2d(v, g.view(1, 1, 1, 11).expand(c, 1, 1, 11), groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return 10.0 * torch.log10(1.0 / mse), s.flatten(1).mean(1)
+
+
+def _previous_kid(a: np.ndarray, b: np.ndarray, num_subsets: int, subset_size: int, seed: int) -> tuple:
+    """The hand-written KID estimator this package used before torchmetrics' poly_mmd."""
+    d, m = a.shape[1], min(subset_size, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    values = np.empty(num_subsets)
+    for i in range(num_subsets):
+        x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
+        k_xx, k_yy, k_xy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+        values[i] = within - 2 * k_xy.sum() / (m * m)
+    return float(values.mean()), float(values.std())
+
+
+def test_torchmetrics_psnr_and_kid_equal_the_previous_hand_written_ones() -> None:
+    """PSNR and KID's estimator now come from torchmetrics: the same values as before on the same
+    images and features (1-channel and RGB, non-square). SSIM stays by hand: torchmetrics' SSIM
+    with the same settings is not skimage's (checked here), ours is (test above)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    gen = torch.Generator().manual_seed(3)
+    for channels in (1, 3):
+        target = torch.rand(4, channels, 37, 52, generator=gen)
+        pred = (target + 0.1 * torch.randn(target.shape, generator=gen)).clamp(0, 1)
+        old_psnr, old_ssim = _previous_psnr_ssim(pred, target)
+        # torchmetrics holds data_range in float32: a difference of at most about 1e-6 dB
+        torch.testing.assert_close(psnr(pred, target), old_psnr, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ssim(pred, target), old_ssim, atol=1e-10, rtol=0)
+        theirs = structural_similarity_index_measure(pred.double(), target.double(), sigma=1.5, data_range=1.0,
+                                                     reduction="none")
+        assert (theirs - old_ssim).abs().max() > 1e-4  # why SSIM stays by hand
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 16)), rng.normal(0.3, 1.0, size=(50, 16))
+    new, old = kid_from_features(a, b, num_subsets=7, subset_size=40, seed=2), _previous_kid(a, b, 7, 40, 2)
+    assert new == pytest.approx(old, rel=1e-10, abs=1e-12)
 
 
 def test_ssim_identity_is_one_and_drops_with_noise() -> None:

@@ -27,7 +27,6 @@ Loading needs only torch (``torch.export.load``) or onnxruntime, never this pack
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import warnings
@@ -42,7 +41,7 @@ from cyclecmda import __version__
 from cyclecmda.checkpoint import atomic_torch_save, load_checkpoint
 from cyclecmda.cyclegan import build_network
 from cyclecmda.errors import CycleCMDAError, short_reason
-from cyclecmda.files import OutputError, ensure_writable_dir, output_error
+from cyclecmda.files import OutputError, ensure_writable_dir, output_error, sha256_of
 
 EXPORT_FORMAT = "cyclecmda.export"
 EXPORT_FORMAT_VERSION = 1
@@ -79,14 +78,6 @@ class PaddedTranslator(nn.Module):
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, [0, pad_w, 0, pad_h], mode=mode)
         return self.generator(x)[:, :, :h, :w]
-
-
-def sha256_of(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _side(cfg: Dict[str, Any], ranges: Dict[str, Sequence[float]], domain: str) -> Dict[str, Any]:

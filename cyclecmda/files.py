@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Union
@@ -48,3 +49,12 @@ def output_error(exc: OSError, path: PathLike, what: str = "") -> OutputError:
     cause = "a file is in the way of the folder" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
     label = f" ({what})" if what else ""
     return OutputError(f"cannot write to '{where}'{label}: {cause}.")
+
+
+def sha256_of(path: Union[str, Path]) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -15,7 +15,6 @@ available; its FID is comparable only between runs of this package, not with pap
 from __future__ import annotations
 
 import abc
-import hashlib
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda.errors import CycleCMDAError, DataError, short_reason
+from cyclecmda.files import sha256_of
 from cyclecmda.registry import Registry
 
 INCEPTION_WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
@@ -227,14 +227,6 @@ def _inception_weights_path(weights: str | Path | None) -> Path:
     return path / INCEPTION_WEIGHTS_FILE if path.is_dir() else path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fid_weights_path(weights: str | Path | None, download: bool) -> Path:
     """The FID Inception weights: ``weights`` (a file, or a folder holding the standard file), else
     the torch hub cache, where they are downloaded on first use (their SHA-256 checked)."""
@@ -299,7 +291,7 @@ class FIDInceptionFeatures(FeatureExtractor):
                 raise CycleCMDAError(f"{path} is not the FID Inception state dict ({short_reason(exc)}); "
                                      f"it should be {FID_INCEPTION_URL}.") from None
         self.weights_path = path
-        self.weights_sha256 = file_sha256(path)
+        self.weights_sha256 = sha256_of(path)
         self.eval()
 
     @torch.no_grad()
@@ -351,7 +343,7 @@ class InceptionFeatures(FeatureExtractor):
         net.fc = nn.Identity()
         self.net = net.requires_grad_(False)
         self.weights_path = path
-        self.weights_sha256 = file_sha256(path)
+        self.weights_sha256 = sha256_of(path)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.eval()

@@ -108,3 +108,20 @@ def exported(tmp_path_factory) -> Path:
     result = train(cfg)
     export_checkpoint(result.checkpoint, root / "export", formats=("pt2", "onnx", "torchscript"))
     return root / "export"
+
+
+def random_fid_inception_state(seed: int = 0) -> dict:
+    """A state dict of the FID Inception architecture (pytorch-fid's own classes) with random
+    values, for tests that cannot download the published weights."""
+    import torch
+    from pytorch_fid import inception as pfi
+
+    torch.manual_seed(seed)
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    for name, block, args in (("Mixed_5b", pfi.FIDInceptionA, (192, 32)), ("Mixed_5c", pfi.FIDInceptionA, (256, 64)),
+                              ("Mixed_5d", pfi.FIDInceptionA, (288, 64)), ("Mixed_6b", pfi.FIDInceptionC, (768, 128)),
+                              ("Mixed_6c", pfi.FIDInceptionC, (768, 160)), ("Mixed_6d", pfi.FIDInceptionC, (768, 160)),
+                              ("Mixed_6e", pfi.FIDInceptionC, (768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1, (1280,)),
+                              ("Mixed_7c", pfi.FIDInceptionE_2, (2048,))):
+        setattr(net, name, block(*args))
+    return net.state_dict()

@@ -117,20 +117,11 @@ def test_evaluation_json_records_the_feature_network_its_weights_and_the_image_c
     comparable with papers."""
     import hashlib
 
+    from conftest import random_fid_inception_state
     from cyclecmda.metrics import FID_INCEPTION_FILE
 
     weights = tmp_path / FID_INCEPTION_FILE  # random values of the right architecture
-    torch.manual_seed(0)
-    from pytorch_fid import inception as pfi
-
-    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    for name, block, args in (("Mixed_5b", pfi.FIDInceptionA, (192, 32)), ("Mixed_5c", pfi.FIDInceptionA, (256, 64)),
-                              ("Mixed_5d", pfi.FIDInceptionA, (288, 64)), ("Mixed_6b", pfi.FIDInceptionC, (768, 128)),
-                              ("Mixed_6c", pfi.FIDInceptionC, (768, 160)), ("Mixed_6d", pfi.FIDInceptionC, (768, 160)),
-                              ("Mixed_6e", pfi.FIDInceptionC, (768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1, (1280,)),
-                              ("Mixed_7c", pfi.FIDInceptionE_2, (2048,))):
-        setattr(net, name, block(*args))
-    torch.save(net.state_dict(), weights)
+    torch.save(random_fid_inception_state(), weights)
     a, b = map(str, paired_dirs)
     out = tmp_path / "e.json"
     assert main(["evaluate", str(exported / "a2b"), "--a", a, "--b", b, "--features-weights", str(weights),

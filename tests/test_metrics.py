@@ -350,17 +350,9 @@ def test_inception_features_load_and_extract(random_inception_weights: Path, mon
 def random_fid_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state dict of the FID Inception architecture (pytorch-fid's own classes) with random
     values, under a fake hub cache with the published file name. Nothing is downloaded."""
-    from pytorch_fid import inception as pfi
+    from conftest import random_fid_inception_state
 
-    torch.manual_seed(0)
-    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    for name, block, args in (("Mixed_5b", pfi.FIDInceptionA, (192, 32)), ("Mixed_5c", pfi.FIDInceptionA, (256, 64)),
-                              ("Mixed_5d", pfi.FIDInceptionA, (288, 64)), ("Mixed_6b", pfi.FIDInceptionC, (768, 128)),
-                              ("Mixed_6c", pfi.FIDInceptionC, (768, 160)), ("Mixed_6d", pfi.FIDInceptionC, (768, 160)),
-                              ("Mixed_6e", pfi.FIDInceptionC, (768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1, (1280,)),
-                              ("Mixed_7c", pfi.FIDInceptionE_2, (2048,))):
-        setattr(net, name, block(*args))
-    state = net.state_dict()
+    state = random_fid_inception_state()
     for key, value in state.items():  # batch-norm statistics of a trained network's scale, so features do not vanish
         if key.endswith("running_var"):
             value.uniform_(0.5, 1.5)

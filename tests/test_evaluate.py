@@ -86,6 +86,40 @@ def test_in_loop_validation_logs_eval_metrics_and_keeps_best(tiny_config, paired
     assert best["progress"]["step"] == min(values["eval/paired_l1_a2b"], key=values["eval/paired_l1_a2b"].get)
 
 
+@pytest.mark.slow  # the FID Inception at 299 px on a CPU: about a minute
+def test_in_loop_fid_uses_the_configured_weights_file_and_can_pick_best(tiny_config, paired_dirs, tmp_path):
+    from conftest import random_fid_inception_state
+
+    weights = tmp_path / "fid_inception.pth"
+    torch.save(random_fid_inception_state(), weights)
+    d = tiny_config.data
+    cfg = replace(tiny_config,
+                  data=replace(d, a=replace(d.a, test_root=str(paired_dirs[0])), b=replace(d.b, test_root=str(paired_dirs[1]))),
+                  train=replace(tiny_config.train, max_steps=4, eval_every=2, eval_features="inception",
+                                features_weights=str(weights), best_metric="eval/fid_a2b"))
+    result = train(cfg)
+    values = scalars(result.run_dir / "tb")
+    for tag in ("eval/fid_a2b", "eval/fid_b2a", "eval/kid_a2b"):
+        assert set(values[tag]) == {2, 4}, tag
+        assert all(np.isfinite(v) for v in values[tag].values()), tag
+    assert values["eval/fid_a2b"][2] != values["eval/fid_a2b"][4]  # the translator changed between validations
+    best = load_checkpoint(result.run_dir / "best.pt")
+    assert best["progress"]["best_value"] == pytest.approx(min(values["eval/fid_a2b"].values()))
+
+
+def test_in_loop_fid_with_a_missing_weights_file_stops_before_training(tiny_config, paired_dirs, tmp_path):
+    d = tiny_config.data
+    absent = tmp_path / "absent" / "fid_inception.pth"
+    cfg = replace(tiny_config,
+                  data=replace(d, a=replace(d.a, test_root=str(paired_dirs[0])), b=replace(d.b, test_root=str(paired_dirs[1]))),
+                  train=replace(tiny_config.train, max_steps=4, eval_every=2, eval_features="inception",
+                                features_weights=str(absent)))
+    with pytest.raises(CycleCMDAError, match=str(absent)) as caught:
+        train(cfg)
+    assert "\n" not in str(caught.value)
+    assert not list(Path(tiny_config.run.out_dir).rglob("*.pt"))  # it stopped before the first step
+
+
 def test_unknown_best_metric_lists_the_available_ones(tiny_config, paired_dirs):
     d = tiny_config.data
     cfg = replace(tiny_config,

@@ -131,11 +131,6 @@ class SemanticConfig:
     weight: float = 1.0
     warmup_steps: int = 0  # the generator term stays off for this many steps ...
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
-    # unlabelled real B (classes): "balanced" gives every image the class of an assignment of the
-    # last `memory` predictions to the class frequencies of A's labels; "confident" keeps only
-    # predictions at least `confidence` sure (masks always use "confident")
-    pseudo_labels: str = "balanced"
-    memory: int = 256
     confidence: float = 0.9  # unlabelled real B: pseudo-labels where a task network is this sure
     lr: float = 1e-3  # Adam learning rate of the task networks
 
@@ -394,11 +389,6 @@ def _check_semantic(cfg: Config) -> None:
             raise ConfigError(f"invalid value {value!r} for config key 'loss.semantic.{key}'; it must be > 0.")
     if sem.warmup_steps < 0:
         raise ConfigError(f"invalid value {sem.warmup_steps!r} for 'loss.semantic.warmup_steps'; it must be >= 0.")
-    if sem.pseudo_labels not in ("balanced", "confident"):
-        raise ConfigError(f"invalid value {sem.pseudo_labels!r} for 'loss.semantic.pseudo_labels'; "
-                          "valid values: balanced, confident.")
-    if sem.memory < 1:
-        raise ConfigError(f"invalid value {sem.memory!r} for 'loss.semantic.memory'; it must be a positive integer.")
     if not 0 < sem.confidence <= 1:
         raise ConfigError(f"invalid value {sem.confidence!r} for 'loss.semantic.confidence'; it must be in (0, 1].")
     if cfg.model.task.width < 1:

@@ -8,12 +8,7 @@ Three task networks; only real images or detached translations ever train them:
   with their A labels: the model a user would train on the translations. Its score on labelled B
   test images is the live downstream estimate, and it is what ``cyclecmda export --task`` writes;
 * ``task_b`` reads B images and learns from *real* B images only: their labels where B is
-  labelled, else pseudo-labels from ``task_ab``'s predictions. With ``pseudo_labels: balanced``
-  (classes), each unlabelled image gets its class in a balanced assignment of ``task_ab``'s last
-  ``memory`` predictions: the predicted probabilities are rescaled (Sinkhorn iterations) until the
-  classes' totals follow the class frequencies of A's labels, so the guesses cannot all fall on the
-  class the network leans to. With ``confident`` (and for masks), only predictions at least
-  ``confidence`` sure are used.
+  labelled, else ``task_ab``'s predictions where it is at least ``confidence`` sure.
 
 The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the label of ``a`` (so
 a translation must show its class the way real B images do, not in a code of its own that a
@@ -45,10 +40,8 @@ from cyclecmda.models.task import TaskNetwork, build_task_network
 Tensors = Dict[str, torch.Tensor]
 
 EMA_DECAY = 0.9  # of the running task loss that gates the generator term
-SINKHORN_ITERS = 20  # of the balanced pseudo-label assignment ...
-SINKHORN_TEMPERATURE = 0.1  # ... and how much it sharpens the predictions first
 
-__all__ = ["SemanticLoss", "balanced_assignment", "batch_targets", "build_semantic", "ignore_index", "score", "task_spec", "test_targets"]
+__all__ = ["SemanticLoss", "batch_targets", "build_semantic", "ignore_index", "score", "task_spec", "test_targets"]
 
 
 def ignore_index(kind: str) -> int:
@@ -67,20 +60,6 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> to
     """Mean cross-entropy over the labelled entries (0, not NaN, when none is labelled)."""
     total = F.cross_entropy(logits.float(), target, ignore_index=ignore, reduction="sum")
     return total / (target != ignore).sum().clamp(min=1)
-
-
-def balanced_assignment(prob: torch.Tensor, prior: torch.Tensor, iters: int = SINKHORN_ITERS) -> torch.Tensor:
-    """The class of each row of ``prob`` (N, C) in the assignment whose class totals follow ``prior``
-    (C,): the probabilities, sharpened (``prob ** (1 / SINKHORN_TEMPERATURE)``, so that the
-    assignment is close to a hard one), have their columns rescaled to ``N * prior / prior.sum()``
-    and their rows to 1, in turn."""
-    logq = prob.double().clamp_min(1e-12).log() / SINKHORN_TEMPERATURE
-    q = (logq - logq.max(1, keepdim=True).values).exp()
-    target = prior.double().to(q.device) / prior.sum() * len(q)
-    for _ in range(iters):
-        q = q * (target / q.sum(0)).unsqueeze(0)
-        q = q / q.sum(1, keepdim=True)
-    return q.argmax(1)
 
 
 def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: int) -> Tuple[float, int]:
@@ -108,7 +87,7 @@ class SemanticLoss(nn.Module):
     NETWORKS = ("task_a", "task_ab", "task_b")
 
     def __init__(self, cfg: SemanticConfig, task: TaskConfig, channels_a: int, channels_b: int,
-                 classes: List[str], b_labelled: bool = False, class_counts: Optional[List[int]] = None) -> None:
+                 classes: List[str], b_labelled: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.classes = list(classes)
@@ -127,13 +106,6 @@ class SemanticLoss(nn.Module):
         self.register_buffer("running_loss", torch.full((2,), float("nan")))
         self.register_buffer("on", torch.zeros((), dtype=torch.bool))
         self.register_buffer("judge_on", torch.zeros((), dtype=torch.bool))
-        # balanced pseudo-labels: the class frequencies to follow and task_ab's recent predictions on real B
-        self.balanced = cfg.kind == "class" and cfg.pseudo_labels == "balanced"
-        counts = class_counts if class_counts and sum(class_counts) else [1] * num_classes
-        self.register_buffer("class_prior", torch.tensor(counts, dtype=torch.float32) / sum(counts))
-        self.register_buffer("memory", torch.zeros(cfg.memory if self.balanced else 0, num_classes))
-        self.register_buffer("memory_size", torch.zeros((), dtype=torch.long))
-        self.register_buffer("memory_next", torch.zeros((), dtype=torch.long))
 
     def networks(self) -> Dict[str, nn.Module]:
         return {name: getattr(self, name) for name in self.NETWORKS}
@@ -166,29 +138,6 @@ class SemanticLoss(nn.Module):
         guess = torch.where(confidence >= self.cfg.confidence, guess, torch.full_like(guess, self.ignore))
         return torch.where(label_b != self.ignore, label_b, guess)
 
-    def _balanced(self, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
-        """B's labels where given, else the balanced assignment of ``task_ab``'s predictions on real B
-        (with the remembered ones); the unlabelled predictions are remembered (no gradient)."""
-        with torch.no_grad():
-            prob = self.task_ab(real_b).float().softmax(1)
-        unlabelled = label_b == self.ignore
-        stored = self.memory[: int(self.memory_size)]
-        guess = balanced_assignment(torch.cat([stored, prob]), self.class_prior)[len(stored):]
-        self._remember(prob[unlabelled])
-        return torch.where(unlabelled, guess, label_b)
-
-    @torch.no_grad()
-    def _remember(self, prob: torch.Tensor) -> None:
-        size = len(self.memory)
-        prob = prob[-size:]
-        n = len(prob)
-        if not n:
-            return
-        slots = (self.memory_next + torch.arange(n, device=prob.device)) % size
-        self.memory[slots] = prob.to(self.memory.dtype)
-        self.memory_next.copy_((self.memory_next + n) % size)
-        self.memory_size.copy_((self.memory_size + n).clamp(max=size))
-
     def pseudo_labels(self, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
         """B's labels where given, else ``task_b``'s confident predictions on real B."""
         return self._confident(self.task_b, real_b, label_b)
@@ -214,8 +163,7 @@ class SemanticLoss(nn.Module):
     def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor,
                   label_a: torch.Tensor, label_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors]:
         """Losses of the task networks on real images and detached translations; updates the gates."""
-        guess = self._balanced(real_b, label_b) if self.balanced else self._confident(self.task_ab, real_b, label_b)
-        target_b = torch.where(self.on, guess, label_b)
+        target_b = torch.where(self.on, self._confident(self.task_ab, real_b, label_b), label_b)
         losses = {
             "task_a": cross_entropy(self.task_a(real_a), label_a, self.ignore),
             "task_ab": cross_entropy(self.task_ab(fake_b.detach()), label_a, self.ignore),
@@ -280,15 +228,11 @@ def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[Sema
     sem = cfg.loss.semantic
     if sem.kind == "none":
         return None
-    counts = None
     if sem.kind == "class":
         classes, b_labelled = a.classes, b.has_labels
-        counts = [0] * len(classes)
-        for label in (a.labels.labels or {}).values():
-            counts[label] += 1
     else:
         classes, b_labelled = list(cfg.data.mask_classes), b.has_masks
-    return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes, b_labelled, counts)
+    return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes, b_labelled)
 
 
 def _flat(spec: Dict[str, object]) -> Dict[str, object]:

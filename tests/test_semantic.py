@@ -17,7 +17,7 @@ from cyclecmda.checkpoint import load_checkpoint
 from cyclecmda.config import load_config
 from cyclecmda.cyclegan import CycleGAN
 from cyclecmda.errors import ConfigError
-from cyclecmda.semantic import SemanticLoss, balanced_assignment, cross_entropy, score
+from cyclecmda.semantic import SemanticLoss, cross_entropy, score
 from cyclecmda.trainer import TrainingDiverged, train
 from tb import scalars
 from test_labels import write_labels
@@ -112,38 +112,6 @@ def test_pseudo_labels_keep_given_labels_and_only_confident_guesses():
     semantic.task_b.forward = lambda x: sure  # type: ignore[method-assign]
     out = semantic.pseudo_labels(torch.zeros(3, 1, 8, 8), torch.tensor([1, -1, -1]))
     assert out.tolist() == [1, -1, 1]  # given label kept, unsure guess ignored, sure guess taken
-
-
-def test_balanced_assignment_follows_the_class_frequencies_and_the_predictions_ranking():
-    # every row leans to class 0; the rows differ in how much they lean to the other classes
-    prob = torch.tensor([[0.70, 0.10, 0.10, 0.10], [0.60, 0.30, 0.05, 0.05], [0.60, 0.05, 0.30, 0.05],
-                         [0.60, 0.05, 0.05, 0.30], [0.40, 0.50, 0.05, 0.05], [0.40, 0.05, 0.50, 0.05],
-                         [0.40, 0.05, 0.05, 0.50], [0.90, 0.04, 0.03, 0.03]])
-    assert prob.argmax(1).tolist() == [0, 0, 0, 0, 1, 2, 3, 0]
-    assert balanced_assignment(prob, torch.ones(4)).tolist() == [0, 1, 2, 3, 1, 2, 3, 0]
-    # unequal frequencies: three quarters of class 0
-    two = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
-    assert balanced_assignment(two, torch.tensor([3.0, 1.0])).tolist() == [0, 0, 0, 1]
-    assert balanced_assignment(two, torch.tensor([1.0, 1.0])).tolist() == [0, 0, 1, 1]
-
-
-def test_balanced_pseudo_labels_spread_a_leaning_task_network_over_the_classes_it_remembers():
-    cfg = load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.memory=6",
-                           "loss.semantic.max_task_loss=100"])
-    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["a", "b"], class_counts=[10, 10])
-    assert semantic.memory.shape == (6, 2) and "memory" in semantic.state_dict()
-    leaning = iter([torch.tensor([[2.0, 0.0], [1.0, 0.0], [1.5, 0.0], [0.5, 0.0]]),
-                    torch.tensor([[2.0, 0.0], [0.2, 0.0], [3.0, 0.0], [0.1, 0.0]])])
-    semantic.task_ab.forward = lambda x: next(leaning)  # type: ignore[method-assign]
-    real_b = torch.zeros(4, 1, 8, 8)
-    first = semantic._balanced(real_b, torch.tensor([-1, -1, -1, 1]))
-    # the least sure half of the batch becomes class 1; the labelled image keeps its label
-    assert first.tolist() == [0, 1, 0, 1]
-    assert int(semantic.memory_size) == 3  # the unlabelled predictions are remembered
-    second = semantic._balanced(real_b, torch.full((4,), -1))
-    assert int(semantic.memory_size) == 6 and int(semantic.memory_next) == 1  # a ring of 6 slots, 7 written
-    # judged with the 3 remembered predictions: the two least sure of all seven become class 1
-    assert second.tolist() == [0, 1, 0, 1]
 
 
 def test_scores_are_accuracy_and_mean_iou():

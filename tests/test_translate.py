@@ -13,9 +13,8 @@ from torch import nn
 
 from cyclecmda.augment.core import load_artifact, translate_unit
 from cyclecmda.cli import main
-from cyclecmda.export import PaddedTranslator, export_checkpoint
+from cyclecmda.export import PaddedTranslator
 from cyclecmda.images import read_image, write_image
-from cyclecmda.trainer import train
 from cyclecmda.translate import TranslateError, edge_window, tile_spans, translate_folder, translate_tiled
 from conftest import make_images
 
@@ -23,11 +22,10 @@ BENCH = Path(__file__).parents[1] / "tools" / "bench_augment.py"
 
 
 @pytest.fixture
-def artifacts(tiny_config, tmp_path) -> Path:
-    """The tiny model (A: RGB 8-bit, B: 1-channel 16-bit) trained 2 steps, exported to pt2, TorchScript and ONNX."""
-    result = train(tiny_config)
-    export_checkpoint(result.checkpoint, tmp_path / "exp", formats=("pt2", "torchscript", "onnx"))
-    return tmp_path / "exp"
+def artifacts(exported) -> Path:
+    """The tiny model (A: RGB 8-bit, B: 1-channel 16-bit) trained 2 steps, exported to pt2, TorchScript
+    and ONNX once for the session (read, never written, by these tests)."""
+    return exported
 
 
 def nested_rgb_folder(root: Path) -> List[Path]:
@@ -211,7 +209,8 @@ def test_tiled_trained_generator_matches_untiled_and_the_folder_api_uses_it(arti
 
 def test_bench_tool_runs_tiny_and_prints_json(artifacts):
     cmd = [sys.executable, str(BENCH), str(artifacts / "a2b"), "--size", "32", "--batch-sizes", "1,2",
-           "--repeats", "1", "--warmup", "1", "--images-per-repeat", "2", "--devices", "cpu"]
+           "--repeats", "1", "--warmup", "1", "--images-per-repeat", "2", "--devices", "cpu",
+           "--backends", "eager,pt2,torchscript,onnx"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -223,6 +222,17 @@ def test_bench_tool_runs_tiny_and_prints_json(artifacts):
         for batch in ("batch_1", "batch_2"):
             assert cpu["batches"][batch]["images_per_s_median"] > 0
             assert cpu["batches"][batch]["peak_memory_mib"] >= 0
+
+
+@pytest.mark.slow  # AOTInductor compiles C++ for this CPU: about half a minute
+def test_bench_tool_compiles_the_pt2_program_ahead_of_time_and_reports_the_compile_time(artifacts):
+    cmd = [sys.executable, str(BENCH), str(artifacts / "a2b"), "--size", "32", "--batch-sizes", "1,3",
+           "--repeats", "1", "--warmup", "1", "--images-per-repeat", "2", "--devices", "cpu", "--backends", "aoti"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    cpu = json.loads(out.stdout)["results"]["aoti"]["cpu"]
+    assert cpu["compile_s"] > 0
+    assert all(cpu["batches"][b]["images_per_s_median"] > 0 for b in ("batch_1", "batch_3"))  # dynamic batch
 
 
 def test_bench_tool_builds_an_untrained_quickstart_artifact_without_arguments():

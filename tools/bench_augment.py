@@ -6,7 +6,8 @@
 
 ARTIFACT is an exported direction folder (``cyclecmda export CKPT -o OUT --format pt2,onnx,torchscript``
 -> ``OUT/a2b``). Without it, an untrained translator with the quickstart network (resnet_6blocks,
-ngf 16, 3 -> 1 channels) is exported into a temporary folder; nothing is trained.
+ngf 16, 3 -> 1 channels) is exported into a temporary folder, in the formats the chosen backends
+run; nothing is trained.
 
 Backends: ``eager`` (the generator rebuilt from ``weights.pt`` and ``meta.json["network"]``),
 ``pt2`` (``model.pt2``, ``torch.export.load(...).module()``), ``torchscript`` (``model.ts``, legacy),
@@ -46,7 +47,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -60,8 +61,12 @@ COMPILE_S: List[float] = []  # AOTInductor's compile time in this worker
 # --- artifact ---------------------------------------------------------------------------------
 
 
-def build_untrained_artifact(out_dir: Path) -> Path:
-    """Export an untrained quickstart translator (a2b: pt2, TorchScript, and ONNX when possible) into out_dir."""
+FORMAT_OF = {"pt2": "pt2", "aoti": "pt2", "torchscript": "torchscript", "onnx": "onnx"}  # backend -> file it runs
+
+
+def build_untrained_artifact(out_dir: Path, backends: Sequence[str] = BACKENDS) -> Path:
+    """Export an untrained quickstart translator (a2b) into out_dir, in the formats ``backends`` run
+    (``weights.pt`` always, for eager; ONNX only where the exporter is installed)."""
     from cyclecmda import __version__
     from cyclecmda.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
     from cyclecmda.config import load_config, to_dict
@@ -84,10 +89,11 @@ def build_untrained_artifact(out_dir: Path) -> Path:
         "value_ranges": {d: [0.0, float(2 ** getattr(cfg.data, d).bit_depth - 1)] for d in ("a", "b")},
     }
     path = atomic_torch_save(ckpt, out_dir / "untrained.pt")
+    formats = tuple(dict.fromkeys(FORMAT_OF[b] for b in backends if b in FORMAT_OF)) or ("pt2",)
     try:
-        folders = export_checkpoint(path, out_dir / "export", ("a2b",), ("pt2", "torchscript", "onnx"))
+        folders = export_checkpoint(path, out_dir / "export", ("a2b",), formats)
     except ExportError:  # no onnx package: the ONNX backend is reported as unavailable
-        folders = export_checkpoint(path, out_dir / "export", ("a2b",), ("pt2", "torchscript"))
+        folders = export_checkpoint(path, out_dir / "export", ("a2b",), tuple(f for f in formats if f != "onnx") or ("pt2",))
     return folders[0]
 
 
@@ -101,7 +107,7 @@ def unavailable(backend: str, device: str, meta: Dict[str, Any]) -> Optional[str
         return "the artifact has no model.pt2"
     if backend == "onnx":
         if "onnx" not in meta["files"]:
-            return "the artifact has no model.onnx (export with --format torchscript,onnx)"
+            return "the artifact has no model.onnx (export with --format pt2,onnx)"
         try:
             import onnxruntime as ort
         except ImportError:
@@ -290,7 +296,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error(f"unknown backend(s) {sorted(set(backends) - set(BACKENDS))}; valid: {', '.join(BACKENDS)}")
 
     with tempfile.TemporaryDirectory(prefix="bench_augment_") as tmp:
-        folder = Path(args.artifact) if args.artifact else build_untrained_artifact(Path(tmp))
+        folder = Path(args.artifact) if args.artifact else build_untrained_artifact(Path(tmp), backends)
         meta = json.loads((folder / "meta.json").read_text())
         results: Dict[str, Dict[str, Any]] = {}
         for backend in backends:

@@ -237,3 +237,59 @@ def test_translation_runs_on_the_inputs_cuda_device(exported):
     img = rgb(32, 32)
     on_gpu = CycleGANTranslate(exported / "a2b", device="cuda")(image=img)["image"]
     assert np.abs(on_gpu.astype(int) - CycleGANTranslate(exported / "a2b")(image=img)["image"]).max() <= 1
+
+
+def test_onnx_runtime_translates_like_torch_in_a_compose_and_in_dataloader_workers(exported):
+    from cyclecmda.augment.core import OnnxRuntimeNetwork
+
+    img = rgb(70, 90)  # not a multiple of the network's size multiple: padded and cropped back
+    mask = np.zeros(img.shape[:2], np.uint8)
+    mask[10:40, 20:60] = 1
+    sample = dict(image=img, mask=mask, bboxes=[(20, 10, 60, 40)], labels=[3], keypoints=[(30, 20)], kp_labels=[1])
+    for seed in range(3):
+        runs = {runtime: labelled_pipeline([CycleGANTranslate(exported / "a2b", runtime=runtime)], seed)(**sample)
+                for runtime in ("torch", "onnxruntime")}
+        torch_run, ort_run = runs["torch"], runs["onnxruntime"]
+        np.testing.assert_array_equal(ort_run["mask"], torch_run["mask"])
+        np.testing.assert_allclose(ort_run["bboxes"], torch_run["bboxes"])
+        diff = np.abs(ort_run["image"].astype(int) - torch_run["image"].astype(int))
+        assert diff.max() <= 1  # the two runtimes agree to 1e-4: at most one uint8 step of rounding
+    assert isinstance(load_artifact(exported / "a2b", runtime="onnxruntime").module("cpu").net, OnnxRuntimeNetwork)
+
+    restored = A.from_dict(A.to_dict(CycleGANTranslate(exported / "a2b", runtime="onnxruntime")))
+    assert restored.runtime == "onnxruntime"
+    pipeline = A.Compose([CycleGANTranslate(exported / "a2b", runtime="onnxruntime")])
+    loaded = torch.cat([b[0] for b in DataLoader(Augmented(pipeline), batch_size=2, num_workers=2)])
+    assert torch.equal(loaded, torch.stack([Augmented(pipeline)[i][0] for i in range(4)]))
+
+    v2_out = CycleGANTranslateV2(exported / "a2b", runtime="onnxruntime")(torch.from_numpy(img).permute(2, 0, 1))
+    v2_torch = CycleGANTranslateV2(exported / "a2b")(torch.from_numpy(img).permute(2, 0, 1))
+    assert (v2_out.int() - v2_torch.int()).abs().max() <= 1
+
+
+def test_onnx_runtime_errors_name_the_missing_file_the_device_and_the_choices(exported, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "a2b"
+    shutil.copytree(exported / "a2b", folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["files"]["onnx"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"no model.onnx.*--format pt2,onnx"):
+        CycleGANTranslate(folder, runtime="onnxruntime")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        CycleGANTranslate(exported / "a2b", runtime="onnxruntime", device="cuda")
+    with pytest.raises(ValueError, match="'torch'.*'onnxruntime'.*got 'ort'"):
+        SynthesizeModality(exported / "a2b", runtime="ort")
+    from cyclecmda.augment import Synthesis
+
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        Synthesis(source="image", artifact=str(exported / "a2b"), device="cuda:0", runtime="onnxruntime")
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(exported / "a2b", damaged)
+    (damaged / "model.onnx").write_bytes(b"not an onnx model" * 10)
+    t = CycleGANTranslate(damaged, runtime="onnxruntime")
+    with pytest.raises(ArtifactError, match=r"model.onnx' is not a loadable ONNX model"):
+        t(image=rgb(32, 32))

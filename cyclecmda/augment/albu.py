@@ -9,7 +9,8 @@ import albumentations as A
 import numpy as np
 import torch
 
-from cyclecmda.augment.core import TranslatorArtifact, check_units, load_artifact, translate_raw, translate_unit
+from cyclecmda.augment.core import (TranslatorArtifact, check_runtime, check_units, load_artifact, translate_raw,
+                                    translate_unit)
 
 
 Strength = Union[float, Tuple[float, float]]
@@ -54,6 +55,9 @@ class CycleGANTranslate(A.ImageOnlyTransform):
             never changes a pipeline's types; ``"target"`` returns the target domain's dtype and raw
             range as trained (uint16 counts for a 16-bit thermal camera), and then every image,
             translated or not (``p``, strength 0), leaves in those units.
+        runtime: ``"torch"`` (default) runs ``model.pt2``; ``"onnxruntime"`` runs ``model.onnx``
+            (export with ``--format pt2,onnx``) in ONNX Runtime on the CPU, the fastest CPU path
+            (docs/benchmarks.md).
         p: probability of applying the transform.
 
     The image may be uint8, uint16 or float32 in [0, 1], HWC or HW; with ``units="input"`` the
@@ -68,6 +72,7 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         device: str = "cpu",
         keep_input_channels: bool = True,
         units: str = "input",
+        runtime: str = "torch",
         p: float = 1.0,
     ) -> None:
         super().__init__(p=p)
@@ -76,8 +81,9 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         self.device = device
         self.keep_input_channels = keep_input_channels
         self.units = check_units(units)
+        self.runtime = check_runtime(runtime, device)
         self._range = _strength_range(strength)
-        load_artifact(self.artifact)  # fail early on a wrong path; the network itself loads lazily
+        load_artifact(self.artifact, runtime=self.runtime)  # fail early on a wrong path; the network itself loads lazily
 
     def should_apply(self, force_apply: bool = False) -> bool:
         # in target units an image that is not translated must still leave in the target's units
@@ -88,7 +94,7 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         return {"strength": self.py_random.uniform(*self._range) if translate else 0.0}
 
     def _translate(self, images: np.ndarray, strengths: Sequence[float]) -> np.ndarray:
-        artifact = load_artifact(self.artifact)
+        artifact = load_artifact(self.artifact, runtime=self.runtime)
         return translate_batch(artifact, images, strengths, self.device, self.keep_input_channels, self.units)
 
     def apply(self, img: np.ndarray, strength: float = 1.0, **params: Any) -> np.ndarray:
@@ -100,7 +106,7 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         return self._translate(np.asarray(images), [strength] * len(images))
 
     def get_transform_init_args_names(self) -> Tuple[str, ...]:
-        return ("artifact", "strength", "device", "keep_input_channels", "units")
+        return ("artifact", "strength", "device", "keep_input_channels", "units", "runtime")
 
 
 class SynthesizeModality(A.ImageOnlyTransform):
@@ -125,6 +131,7 @@ class SynthesizeModality(A.ImageOnlyTransform):
         device: str = "cpu",
         keep_input_channels: bool = False,
         units: str = "target",
+        runtime: str = "torch",
         p: float = 1.0,
     ) -> None:
         super().__init__(p=1.0)
@@ -135,8 +142,9 @@ class SynthesizeModality(A.ImageOnlyTransform):
         self.device = device
         self.keep_input_channels = keep_input_channels
         self.units = check_units(units)
+        self.runtime = check_runtime(runtime, device)
         self._range = _strength_range(strength)
-        load_artifact(self.artifact)
+        load_artifact(self.artifact, runtime=self.runtime)
 
     def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> Dict[str, Any]:
         if args:
@@ -147,11 +155,11 @@ class SynthesizeModality(A.ImageOnlyTransform):
         self.params = {"strength": strength}
         out = dict(data)
         out[self.target] = translate_batch(
-            load_artifact(self.artifact), np.asarray(data[self.source])[None], [strength], self.device,
+            load_artifact(self.artifact, runtime=self.runtime), np.asarray(data[self.source])[None], [strength], self.device,
             self.keep_input_channels, self.units,
         )[0]
         return out
 
     def get_transform_init_args_names(self) -> Tuple[str, ...]:
-        return ("artifact", "target", "source", "strength", "device", "keep_input_channels", "units")
+        return ("artifact", "target", "source", "strength", "device", "keep_input_channels", "units", "runtime")
 

@@ -32,6 +32,21 @@ class ArtifactError(CycleCMDAError):
     """An exported translator folder is missing, incomplete or not ours."""
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def check_runtime(runtime: str, device: Union[str, torch.device, None] = None) -> str:
+    """``runtime`` if it is one of RUNTIMES (and can run on ``device``), else ValueError."""
+    if runtime not in RUNTIMES:
+        raise ValueError(
+            f"runtime must be 'torch' (model.pt2, or a legacy model.ts, on any device) or 'onnxruntime' "
+            f"(model.onnx in ONNX Runtime, on the CPU), got {runtime!r}."
+        )
+    if runtime == "onnxruntime" and device is not None and torch.device(device).type != "cpu":
+        raise ValueError(f"runtime='onnxruntime' runs on the CPU, not on {device!r}; use runtime='torch' there.")
+    return runtime
+
+
 class TranslatorArtifact:
     """An exported translator or task network (``meta.json`` + ``model.pt2``, or the legacy
     ``model.ts``); the network loads on first use. A task network (``cyclecmda export --task``) has
@@ -42,8 +57,9 @@ class TranslatorArtifact:
     folder; an entry pointing elsewhere is refused before anything is loaded.
     """
 
-    def __init__(self, path: PathLike) -> None:
+    def __init__(self, path: PathLike, runtime: str = "torch") -> None:
         self.path = Path(path)
+        self.runtime = check_runtime(runtime)
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
             raise ArtifactError(
@@ -59,6 +75,16 @@ class TranslatorArtifact:
             raise ArtifactError(f"{meta_path} is not a cyclecmda export (format {found!r}).")
         self.files = {kind: self._inside(meta_path, kind, name) for kind, name in self.meta.get("files", {}).items()}
         self.format = next((f for f in ("pt2", "torchscript") if f in self.files), None)
+        if runtime == "onnxruntime":
+            if "onnx" not in self.files:
+                raise ArtifactError(f"{self.path} has no model.onnx for runtime='onnxruntime'; export one with "
+                                    "'cyclecmda export CHECKPOINT --format pt2,onnx', or use runtime='torch'.")
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                raise ArtifactError("runtime='onnxruntime' needs the onnxruntime package (pip install onnxruntime, "
+                                    "or this package's [onnx] extra).") from None
+            self.format = "onnx"
         if self.format is None:
             raise ArtifactError(f"{self.path} has no PyTorch network (model.pt2 or model.ts); re-export it with "
                                 "'cyclecmda export' (the default format, pt2).")
@@ -83,13 +109,20 @@ class TranslatorArtifact:
         return target
 
     def module(self, device: Union[str, torch.device]) -> torch.nn.Module:
-        """The network on `device`, loaded once per device."""
+        """The network on `device` in this artifact's runtime, loaded once per device."""
         key = str(torch.device(device))
         with self._lock:
             if key not in self._modules:
-                net = _load_pt2(self.files["pt2"], key) if self.format == "pt2" else \
-                    _load_torchscript(self.files["torchscript"], key)
-                self._modules[key] = PaddedNetwork(net, self.size_multiple, self.min_input_size)
+                min_size = self.min_input_size
+                if self.format == "onnx":
+                    check_runtime(self.runtime, key)
+                    net: torch.nn.Module = OnnxRuntimeNetwork(self.files["onnx"])
+                    min_size = int(self.meta.get("onnx_min_input_size", min_size))
+                elif self.format == "pt2":
+                    net = _load_pt2(self.files["pt2"], key)
+                else:
+                    net = _load_torchscript(self.files["torchscript"], key)
+                self._modules[key] = PaddedNetwork(net, self.size_multiple, min_size)
         return self._modules[key]
 
     @torch.no_grad()
@@ -112,6 +145,30 @@ class PaddedNetwork(torch.nn.Module):
         h, w = x.shape[-2:]
         out = self.net(pad_for(x, self.multiple, self.min_size))
         return out[..., :h, :w] if out.dim() == 4 else out
+
+
+class OnnxRuntimeNetwork(torch.nn.Module):
+    """``model.onnx`` in an ONNX Runtime CPU session, called like the torch network. The session
+    uses as many threads as torch does in this process (one in a DataLoader worker)."""
+
+    def __init__(self, file: Path) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime raises its own exception types for damaged files
+            raise ArtifactError(f"'{file}' is not a loadable ONNX model ({short_reason(exc)}); re-export it with "
+                                "'cyclecmda export --format pt2,onnx'.") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
 
 
 def pad_for(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.Tensor:
@@ -162,17 +219,19 @@ def _load_torchscript(file: Path, device: str) -> torch.nn.Module:
     return net.to(device).eval()
 
 
-_CACHE: Dict[Tuple[int, str], TranslatorArtifact] = {}
+_CACHE: Dict[Tuple[int, str, str], TranslatorArtifact] = {}
 
 
-def load_artifact(path: PathLike, task: bool = False) -> TranslatorArtifact:
-    """The artifact at `path`, loaded once per process (DataLoader workers each load their own).
+def load_artifact(path: PathLike, task: bool = False, runtime: str = "torch") -> TranslatorArtifact:
+    """The artifact at `path`, loaded once per process and runtime (DataLoader workers each load their own).
 
     A translator unless ``task``: then the task network written by ``cyclecmda export --task``.
+    ``runtime``: ``"torch"`` runs ``model.pt2`` (or a legacy ``model.ts``); ``"onnxruntime"`` runs
+    ``model.onnx`` in ONNX Runtime on the CPU.
     """
-    key = (os.getpid(), str(Path(path).resolve()))
+    key = (os.getpid(), str(Path(path).resolve()), check_runtime(runtime))
     if key not in _CACHE:
-        _CACHE[key] = TranslatorArtifact(path)
+        _CACHE[key] = TranslatorArtifact(path, runtime)
     artifact = _CACHE[key]
     if bool(artifact.task) != task:
         if task:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cyclecmda.augment.albu import translate_batch
-from cyclecmda.augment.core import load_artifact, unit_mapping
+from cyclecmda.augment.core import check_runtime, load_artifact, unit_mapping
 
 __all__ = ["CrossModalMixup", "ModalityDropout", "MultiModalCompose", "Synthesis"]
 
@@ -78,16 +78,18 @@ class Synthesis:
     strength: float = 1.0
     device: str = "cpu"
     always: bool = False
+    runtime: str = "torch"  # or "onnxruntime": model.onnx in ONNX Runtime, on the CPU
 
     def __post_init__(self) -> None:
         if self.dtype not in ("native", "uint8", "uint16", "float32"):
             raise ValueError(f"Synthesis.dtype must be native, uint8, uint16 or float32, got {self.dtype!r}.")
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"Synthesis.strength must be in [0, 1], got {self.strength}.")
-        load_artifact(self.artifact)  # a wrong path fails here, not in a worker
+        check_runtime(self.runtime, self.device)
+        load_artifact(self.artifact, runtime=self.runtime)  # a wrong path fails here, not in a worker
 
     def run(self, image: np.ndarray) -> np.ndarray:
-        artifact = load_artifact(self.artifact)
+        artifact = load_artifact(self.artifact, runtime=self.runtime)
         image = np.asarray(image)
         if self.dtype == "native":  # the target domain's units (as SynthesizeModality gives by default)
             return translate_batch(artifact, image[None], [self.strength], self.device, False, units="target")[0]

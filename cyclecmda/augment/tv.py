@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2._utils import is_pure_tensor
 
 from cyclecmda.augment.albu import _strength_range
-from cyclecmda.augment.core import check_units, load_artifact, translate_raw, translate_unit
+from cyclecmda.augment.core import check_runtime, check_units, load_artifact, translate_raw, translate_unit
 
 
 class CycleGANTranslateV2(v2.Transform):
@@ -22,6 +22,8 @@ class CycleGANTranslateV2(v2.Transform):
     targets pass through untouched. ``strength`` is a float or a (min, max) range drawn per sample.
     ``units="input"`` (default) keeps the input's dtype and range; ``units="target"`` returns the
     target domain's dtype and raw range as trained, for every sample, translated or not (``p``).
+    ``runtime="onnxruntime"`` runs ``model.onnx`` in ONNX Runtime instead of ``model.pt2`` in
+    torch (CPU tensors only).
     """
 
     _transformed_types = (tv_tensors.Image, is_pure_tensor)
@@ -33,6 +35,7 @@ class CycleGANTranslateV2(v2.Transform):
         keep_input_channels: bool = True,
         units: str = "input",
         p: float = 1.0,
+        runtime: str = "torch",
     ) -> None:
         super().__init__()
         self.artifact = str(artifact)
@@ -40,8 +43,9 @@ class CycleGANTranslateV2(v2.Transform):
         self.keep_input_channels = keep_input_channels
         self.units = check_units(units)
         self.p = p
+        self.runtime = check_runtime(runtime)
         self._range = _strength_range(strength)
-        load_artifact(self.artifact)
+        load_artifact(self.artifact, runtime=self.runtime)
 
     def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
         images = [x for x, needed in zip(flat_inputs, self._needs_transform_list(flat_inputs)) if needed]
@@ -55,7 +59,7 @@ class CycleGANTranslateV2(v2.Transform):
         keeps_units = self.units == "input"
         if keeps_units and not bool((params["strength"] > 0).any()):
             return inpt
-        artifact = load_artifact(self.artifact)
+        artifact = load_artifact(self.artifact, runtime=self.runtime)
         x = inpt.as_subclass(torch.Tensor)
         batch = x if x.ndim == 4 else x.unsqueeze(0)
         strength = params["strength"]

@@ -247,3 +247,12 @@ def test_downstream_check_tool_trains_the_three_arms_over_seeds(exported, tmp_pa
         assert arm["accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-4)
         assert arm["accuracy_sd"] == pytest.approx(np.std(accs, ddof=1), abs=1e-4)
         assert arm["accuracy_sem"] == pytest.approx(arm["accuracy_sd"] / 3**0.5, abs=1e-4)
+    assert report["classifier"] == "tool"
+    small = subprocess.run([sys.executable, str(ROOT / "tools" / "downstream_check.py"), "--artifact",
+                            str(exported / "a2b"), "--demo", str(demo), "--seeds", "0", "--epochs", "1",
+                            "--classifier", "small", "--classifier-width", "4"],
+                           capture_output=True, text=True, timeout=300)
+    assert small.returncode == 0, small.stderr
+    report = json.loads(small.stdout)
+    assert report["classifier"] == "small_classifier width 4"
+    assert all(0 <= arm["accuracy_mean"] <= 1 for arm in report["results"].values())

@@ -19,7 +19,10 @@ each arm's accuracy per seed, mean, standard deviation over seeds and standard e
 A classifier trained on one domain and tested on another varies with its seed, so compare arms by
 their means over many seeds (the default ten), never by one or two. The classifier uses group
 norm; the batch-norm one of earlier versions (``--norm batch``) collapsed to a single class on
-some seeds, even when trained and tested on real thermal images.
+some seeds, even when trained and tested on real thermal images. ``--classifier small`` trains
+cyclecmda's own ``small_classifier`` task network instead (deeper; give it ``--epochs 80``): the
+shallow default generalises poorly from translated to real images, and the two can rank arms
+very differently (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -84,12 +87,32 @@ def classifier(n_classes: int, norm: str = "group") -> nn.Module:
                          nn.Linear(64, n_classes))
 
 
+class Signed(nn.Module):
+    """[0, 1] -> [-1, 1], the scale cyclecmda's task networks see."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 - 1
+
+
+def small_classifier(in_channels: int, n_classes: int, width: int) -> nn.Module:
+    """cyclecmda's own ``small_classifier`` task network (eight conv layers, group norm, global pooling)."""
+    from cyclecmda.models.task import build_task_network
+
+    net = build_task_network({"name": "small_classifier", "args": {"kind": "class", "in_channels": in_channels,
+                                                                  "num_classes": n_classes, "width": width}})
+    return nn.Sequential(Signed(), net)
+
+
 def train_and_test(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int, epochs: int,
-                   norm: str = "group") -> float:
+                   norm: str = "group", arch: str = "tool", width: int = 16) -> float:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = classifier(int(max(y.max(), y_test.max())) + 1, norm)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    if arch == "small":
+        model, lr = small_classifier(x.shape[1], n_classes, width), 1e-3
+    else:
+        model, lr = classifier(n_classes, norm), 2e-3
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     xs, ys = torch.from_numpy(x), torch.from_numpy(y).long()
     for _ in range(epochs):
         model.train()
@@ -171,6 +194,10 @@ def main() -> None:
     parser.add_argument("--segmenter-width", type=int, default=8)
     parser.add_argument("--norm", choices=["group", "batch"], default="group",
                         help="the classifier's normalisation (batch: the erratic classifier of earlier versions)")
+    parser.add_argument("--classifier", choices=["tool", "small"], default="tool",
+                        help="tool: this tool's three-block CNN (lr 2e-3); small: cyclecmda's small_classifier task "
+                             "network (eight conv layers, lr 1e-3; give it more --epochs, e.g. 80)")
+    parser.add_argument("--classifier-width", type=int, default=16, help="width of --classifier small")
     args = parser.parse_args()
     ensure_inputs(args.demo, args.artifact)
     lo, hi = json.loads((args.demo / "dataset.json").read_text())["b_range"]
@@ -190,7 +217,8 @@ def main() -> None:
             "c_thermal": (inputs["c_thermal"], labels_b),
         }
         for name, (x, y) in arms.items():
-            results[name] = summary([train_and_test(x, y, x_test, labels_test, seed, args.epochs, args.norm)
+            results[name] = summary([train_and_test(x, y, x_test, labels_test, seed, args.epochs, args.norm,
+                                                    args.classifier, args.classifier_width)
                                      for seed in args.seeds], "accuracy")
     if args.task in ("mask", "both"):
         if not (args.demo / "masks").is_dir():
@@ -218,6 +246,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
         "task": args.task,
         "classifier_norm": args.norm,
+        "classifier": args.classifier if args.classifier == "tool" else f"small_classifier width {args.classifier_width}",
         "results": results,
         **report,
     }, indent=2))

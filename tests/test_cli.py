@@ -248,6 +248,12 @@ def test_downstream_check_tool_trains_the_three_arms_over_seeds(exported, tmp_pa
         assert arm["accuracy_sd"] == pytest.approx(np.std(accs, ddof=1), abs=1e-4)
         assert arm["accuracy_sem"] == pytest.approx(arm["accuracy_sd"] / 3**0.5, abs=1e-4)
     assert report["classifier"] == "tool"
+
+
+@pytest.mark.slow  # a second run of the tool: about 20 s
+def test_downstream_check_tool_trains_the_package_small_classifier_on_request(exported, tmp_path):
+    demo = tmp_path / "demo"
+    main(["demo-data", str(demo), "--n-train", "12", "--n-test", "8", "--size", "32"])
     small = subprocess.run([sys.executable, str(ROOT / "tools" / "downstream_check.py"), "--artifact",
                             str(exported / "a2b"), "--demo", str(demo), "--seeds", "0", "--epochs", "1",
                             "--classifier", "small", "--classifier-width", "4"],

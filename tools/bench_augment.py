@@ -93,7 +93,8 @@ def build_untrained_artifact(out_dir: Path, backends: Sequence[str] = BACKENDS) 
     try:
         folders = export_checkpoint(path, out_dir / "export", ("a2b",), formats)
     except ExportError:  # no onnx package: the ONNX backend is reported as unavailable
-        folders = export_checkpoint(path, out_dir / "export", ("a2b",), tuple(f for f in formats if f != "onnx") or ("pt2",))
+        without_onnx = tuple(f for f in formats if f != "onnx") or ("pt2",)
+        folders = export_checkpoint(path, out_dir / "export", ("a2b",), without_onnx)
     return folders[0]
 
 

@@ -83,7 +83,8 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         self.units = check_units(units)
         self.runtime = check_runtime(runtime, device)
         self._range = _strength_range(strength)
-        load_artifact(self.artifact, runtime=self.runtime)  # fail early on a wrong path; the network itself loads lazily
+        # fail early on a wrong path or a missing file; the network itself loads lazily
+        load_artifact(self.artifact, runtime=self.runtime)
 
     def should_apply(self, force_apply: bool = False) -> bool:
         # in target units an image that is not translated must still leave in the target's units
@@ -155,8 +156,8 @@ class SynthesizeModality(A.ImageOnlyTransform):
         self.params = {"strength": strength}
         out = dict(data)
         out[self.target] = translate_batch(
-            load_artifact(self.artifact, runtime=self.runtime), np.asarray(data[self.source])[None], [strength], self.device,
-            self.keep_input_channels, self.units,
+            load_artifact(self.artifact, runtime=self.runtime), np.asarray(data[self.source])[None], [strength],
+            self.device, self.keep_input_channels, self.units,
         )[0]
         return out
 

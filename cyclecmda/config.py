@@ -133,6 +133,11 @@ class SemanticConfig:
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
     confidence: float = 0.9  # unlabelled real B: pseudo-labels where a task network is this sure
     lr: float = 1e-3  # Adam learning rate of the task networks
+    # The task networks learn from batches of task_batch items drawn every task_every steps from
+    # a memory of the last `memory` training items (real images, translations, labels).
+    task_batch: int = 16
+    task_every: int = 2
+    memory: int = 256
 
 
 @dataclass
@@ -391,6 +396,9 @@ def _check_semantic(cfg: Config) -> None:
         raise ConfigError(f"invalid value {sem.warmup_steps!r} for 'loss.semantic.warmup_steps'; it must be >= 0.")
     if not 0 < sem.confidence <= 1:
         raise ConfigError(f"invalid value {sem.confidence!r} for 'loss.semantic.confidence'; it must be in (0, 1].")
+    for key in ("task_batch", "task_every", "memory"):
+        if getattr(sem, key) < 1:
+            raise ConfigError(f"invalid value {getattr(sem, key)!r} for 'loss.semantic.{key}'; it must be >= 1.")
     if cfg.model.task.width < 1:
         raise ConfigError(f"invalid value {cfg.model.task.width!r} for 'model.task.width'; it must be >= 1.")
     if sem.kind == "class" and not d.a.labels:

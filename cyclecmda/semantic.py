@@ -14,9 +14,13 @@ The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the l
 a translation must show its class the way real B images do, not in a code of its own that a
 network trained on translations would learn to read), and that ``task_a`` give ``gen_ba(b)`` the
 label of ``b``, or ``task_b``'s confident prediction on ``b``. The term is off until
-``warmup_steps`` task steps have passed and the running losses of ``task_a`` and ``task_ab`` are
-below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then, and its own term
+``warmup_steps`` training steps have passed and the running losses of ``task_a`` and ``task_ab``
+are below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then, and its own term
 once its running loss is below that too. Once on, a term stays on.
+
+The task networks do not learn from the translator's small batches: every step's items go into a
+replay memory (``memory`` items), and every ``task_every`` steps the networks take one step on
+``task_batch`` items drawn from it. The generator's term is computed on the step's own batch.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from cyclecmda.errors import DataError
 from cyclecmda.images import probe_image
 from cyclecmda.labels import IGNORE, NO_LABEL, DomainLabels, read_mask
 from cyclecmda.models.task import TaskNetwork, build_task_network
+from cyclecmda.replay import ReplayMemory
 
 Tensors = Dict[str, torch.Tensor]
 
 EMA_DECAY = 0.9  # of the running task loss that gates the generator term
+TASK_LOG = ("task_a", "task_ab", "task_b", "semantic_on", "pseudo_b")  # what each step reports of the task networks
 
 __all__ = ["SemanticLoss", "batch_targets", "build_semantic", "ignore_index", "score", "task_spec", "test_targets"]
 
@@ -87,7 +93,7 @@ class SemanticLoss(nn.Module):
     NETWORKS = ("task_a", "task_ab", "task_b")
 
     def __init__(self, cfg: SemanticConfig, task: TaskConfig, channels_a: int, channels_b: int,
-                 classes: List[str], b_labelled: bool = False) -> None:
+                 classes: List[str], b_labelled: bool = False, size: int = 64) -> None:
         super().__init__()
         self.cfg = cfg
         self.classes = list(classes)
@@ -106,6 +112,11 @@ class SemanticLoss(nn.Module):
         self.register_buffer("running_loss", torch.full((2,), float("nan")))
         self.register_buffer("on", torch.zeros((), dtype=torch.bool))
         self.register_buffer("judge_on", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("reported", torch.zeros(len(TASK_LOG)))  # the latest task step's losses
+        target = () if cfg.kind == "class" else (size, size)
+        self.memory = ReplayMemory(cfg.memory, {"real_a": (channels_a, size, size), "real_b": (channels_b, size, size),
+                                                "fake_b": (channels_b, size, size)},
+                                   {"label_a": target, "label_b": target})
 
     def networks(self) -> Dict[str, nn.Module]:
         return {name: getattr(self, name) for name in self.NETWORKS}
@@ -113,6 +124,28 @@ class SemanticLoss(nn.Module):
     def set_trainable(self, trainable: bool) -> None:
         for p in self.parameters():
             p.requires_grad_(trainable)
+
+    # --- the replay memory the task networks learn from -------------------------------------
+
+    def remember(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor, label_a: torch.Tensor,
+                 label_b: torch.Tensor) -> None:
+        """Store a training step's real images, its (detached) translations and their labels."""
+        self.memory.add(real_a=real_a, real_b=real_b, fake_b=fake_b, label_a=label_a, label_b=label_b)
+
+    def due(self, step: int) -> bool:
+        """Whether the task networks take a step at this training step (0-based)."""
+        return step % self.cfg.task_every == 0
+
+    def recall(self) -> Tuple[torch.Tensor, ...]:
+        """``task_step``'s arguments: ``task_batch`` items drawn from the memory."""
+        items = self.memory.sample(self.cfg.task_batch)
+        return tuple(items[k] for k in ("real_a", "real_b", "fake_b", "label_a", "label_b"))
+
+    def report(self, losses: Optional[Tensors] = None) -> Tensors:
+        """The task networks' latest losses, for every step's log (a task step passes its own)."""
+        if losses is not None:
+            self.reported.copy_(torch.stack([losses[k].detach().float() for k in TASK_LOG]))
+        return {k: self.reported[i] for i, k in enumerate(TASK_LOG)}
 
     def checkpoint_state(self) -> Dict[str, object]:
         """What a checkpoint stores: the networks' specs and weights, the gates, the class names."""
@@ -126,7 +159,12 @@ class SemanticLoss(nn.Module):
                 f"(stored {stored.get('networks')} for classes {stored.get('classes')}, configured {self.specs} "
                 f"for {self.classes}). Resume with the config stored in the run folder (config.yaml)."
             )
-        self.load_state_dict(stored["state"])  # type: ignore[arg-type]
+        state = dict(stored["state"])  # type: ignore[arg-type]
+        missing = [k for k in self.state_dict() if k not in state]
+        if missing and all(k.startswith(("memory.", "reported")) for k in missing):
+            # written before the task networks had a replay memory: resume with an empty one
+            state.update({k: v for k, v in self.state_dict().items() if k in missing})
+        self.load_state_dict(state)
 
     # --- labels of real B ---------------------------------------------------------------
 
@@ -217,7 +255,7 @@ class SemanticLoss(nn.Module):
         first = torch.isnan(self.running_loss)
         updated = torch.where(first, losses, EMA_DECAY * self.running_loss + (1 - EMA_DECAY) * losses)
         self.running_loss.copy_(torch.where(learned.bool(), updated, self.running_loss))
-        self.steps += 1
+        self.steps += self.cfg.task_every  # training steps seen
         threshold = self.cfg.max_task_loss
         self.on |= (self.steps >= self.cfg.warmup_steps) & (self.running_loss[0] < threshold)
         self.judge_on |= self.on & (self.running_loss[1] < threshold)
@@ -232,7 +270,8 @@ def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[Sema
         classes, b_labelled = a.classes, b.has_labels
     else:
         classes, b_labelled = list(cfg.data.mask_classes), b.has_masks
-    return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes, b_labelled)
+    return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes, b_labelled,
+                        size=cfg.data.crop_size)
 
 
 def _flat(spec: Dict[str, object]) -> Dict[str, object]:

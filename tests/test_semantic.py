@@ -56,6 +56,7 @@ def labelled(tiny_config, image_factory, tmp_path):
         "data__b__scale__mode": "full", "data__mask_classes": "[background,left,right]",
         "loss__semantic__kind": "class", "loss__semantic__max_task_loss": 100.0,  # the gates open at once
         "loss__semantic__confidence": 0.01,  # and every guess on real B is a pseudo-label
+        "loss__semantic__task_every": 1, "loss__semantic__task_batch": 4, "loss__semantic__memory": 16,
         "model__task__width": 4, "run__name": "sem",
     }
 
@@ -164,6 +165,23 @@ def test_semantic_loss_trains_in_mixed_precision(tiny_config, labelled, precisio
     assert np.isfinite(logged["loss/task_ab"][2]) and np.isfinite(logged["loss/semantic_ab"][2])
 
 
+def test_task_networks_step_every_task_every_steps_on_batches_from_the_memory(tiny_config, labelled):
+    cfg = config(tiny_config, train__max_steps=5, train__log_every=1, data__batch_size=2,
+                 **{**labelled, "loss__semantic__task_every": 3, "loss__semantic__task_batch": 6,
+                    "loss__semantic__memory": 8})
+    result = train(cfg)
+    ckpt = load_checkpoint(result.run_dir / "latest.pt")
+    adam = ckpt["optimizers"]["task"]["state"]
+    assert {int(v["step"]) for v in adam.values()} == {2}  # task steps at training steps 1 and 4 of 5
+    memory = {k[len("memory."):]: v for k, v in ckpt["semantic"]["state"].items() if k.startswith("memory.")}
+    assert int(memory["filled"]) == 8 and int(memory["position"]) == 10 % 8  # 5 batches of 2 into 8 slots
+    assert memory["image_real_a"].shape == (8, 3, 32, 32) and memory["image_real_a"].dtype == torch.uint8
+    logged = scalars(result.run_dir / "tb")
+    task = logged["loss/task_ab"]
+    assert sorted(task) == [1, 2, 3, 4, 5]  # logged every step: between task steps, the latest one's loss
+    assert task[2] == task[1] == task[3] and task[5] == task[4] and task[4] != task[1]
+
+
 def test_nan_in_the_task_loss_stops_the_run(tiny_config, labelled):
     cfg = config(tiny_config, train__max_steps=5, loss__semantic__lr=1e30, **labelled)
     with pytest.raises(TrainingDiverged, match=r"task_|semantic_"):
@@ -183,8 +201,8 @@ def test_semantic_loss_needs_labels_and_resumes_only_with_it(tiny_config, labell
 
 
 def test_kill_and_resume_with_the_task_networks_gives_the_same_losses(tiny_config, labelled):
-    n = 2
-    common = dict(train__max_steps=2 * n, train__checkpoint_every=n, **labelled)
+    n = 2  # the task networks step every third step: at 1 and 4, so the resumed run's step 3 reports stored losses
+    common = dict(train__max_steps=2 * n, train__checkpoint_every=n, **{**labelled, "loss__semantic__task_every": 3})
     assert run_child(overrides_of(tiny_config, **{**common, "run__name": "straight"})).returncode == 0
     crashy = overrides_of(tiny_config, **{**common, "run__name": "crashy", "train__resume": "auto"})
     assert run_child(["--kill-at", str(n + 1), *crashy]).returncode == -9
@@ -214,6 +232,8 @@ def test_two_process_ddp_run_keeps_the_task_networks_identical(tiny_config, labe
     assert r0["semantic"] is not None
     changed = False
     for key, value in r0["semantic"].items():
+        if key.startswith(("memory.", "reported")):  # each rank remembers and reports its own batches
+            continue
         assert torch.equal(value, r1["semantic"][key]), key
         changed |= not torch.equal(value, r0["semantic_initial"][key])
     assert changed  # the task networks did train

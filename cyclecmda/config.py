@@ -132,6 +132,9 @@ class SemanticConfig:
     warmup_steps: int = 0  # the generator term stays off for this many steps ...
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
     confidence: float = 0.9  # unlabelled real B: pseudo-labels where a task network is this sure
+    # ... that network: shape (task_shape, trained on the edges of labelled A images) or
+    # translations (task_ab, trained on translated A images)
+    pseudo_labels: str = "shape"
     lr: float = 1e-3  # Adam learning rate of the task networks
     # The task networks learn from batches of task_batch items drawn every task_every steps from
     # a memory of the last `memory` training items (real images, translations, labels).
@@ -222,6 +225,7 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "train.eval_features": ("none", "inception", "torchvision_inception"),
     "train.best_mode": ("auto", "min", "max"),
     "loss.semantic.kind": ("none", "class", "mask"),
+    "loss.semantic.pseudo_labels": ("shape", "translations"),
 }
 
 
@@ -374,7 +378,7 @@ def _check_best_metric(cfg: Config) -> None:
         needs = "train.eval_paired=true (the test folders hold true pairs with the same file names)"
     elif name.startswith(("fid_", "kid_")) and t.eval_features == "none":
         needs = "train.eval_features=inception"
-    elif name in ("downstream_b", "task_b_real_b") and (sem.kind == "none" or not (d.b.test_labels or d.b.test_masks)):
+    elif name in ("downstream_b", "task_b_real_b", "task_shape_real_b") and (sem.kind == "none" or not (d.b.test_labels or d.b.test_masks)):
         needs = "loss.semantic and labelled B test images (data.b.test_labels or data.b.test_masks)"
     elif name in ("task_real_a", "task_fake_b") and (sem.kind == "none" or not (d.a.test_labels or d.a.test_masks)):
         needs = "loss.semantic and labelled A test images (data.a.test_labels or data.a.test_masks)"

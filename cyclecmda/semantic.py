@@ -8,15 +8,20 @@ Three task networks; only real images or detached translations ever train them:
   with their A labels: the model a user would train on the translations. Its score on labelled B
   test images is the live downstream estimate, and it is what ``cyclecmda export --task`` writes;
 * ``task_b`` reads B images and learns from *real* B images only: their labels where B is
-  labelled, else ``task_ab``'s predictions where it is at least ``confidence`` sure.
+  labelled, else pseudo-labels where the labeller is at least ``confidence`` sure. The labeller
+  (``pseudo_labels``) is ``task_shape`` for ``shape``: a fourth network that reads the *edges* of
+  an image (``shape_view``: the gradient magnitude of its standardised luminance), trained on real
+  labelled A images. Object outlines look alike in both domains where colours and temperatures do
+  not, so it labels real B images it has never seen a label of. For ``translations`` the labeller
+  is ``task_ab``.
 
 The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the label of ``a`` (so
 a translation must show its class the way real B images do, not in a code of its own that a
 network trained on translations would learn to read), and that ``task_a`` give ``gen_ba(b)`` the
 label of ``b``, or ``task_b``'s confident prediction on ``b``. The term is off until
-``warmup_steps`` training steps have passed and the running losses of ``task_a`` and ``task_ab``
-are below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then, and its own term
-once its running loss is below that too. Once on, a term stays on.
+``warmup_steps`` training steps have passed and the running losses of ``task_a`` and of the
+labeller are below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then, and its
+own term once its running loss is below that too. Once on, a term stays on.
 
 The task networks do not learn from the translator's small batches: every step's items go into a
 replay memory (``memory`` items), and every ``task_every`` steps the networks take one step on
@@ -26,7 +31,7 @@ replay memory (``memory`` items), and every ``task_every`` steps the networks ta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import cv2
 import torch
@@ -45,9 +50,10 @@ from cyclecmda.replay import ReplayMemory
 Tensors = Dict[str, torch.Tensor]
 
 EMA_DECAY = 0.9  # of the running task loss that gates the generator term
-TASK_LOG = ("task_a", "task_ab", "task_b", "semantic_on", "pseudo_b")  # what each step reports of the task networks
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
-__all__ = ["SemanticLoss", "batch_targets", "build_semantic", "ignore_index", "score", "task_spec", "test_targets"]
+__all__ = ["SemanticLoss", "batch_targets", "build_semantic", "ignore_index", "score", "shape_view", "task_spec",
+           "test_targets"]
 
 
 def ignore_index(kind: str) -> int:
@@ -60,6 +66,21 @@ def task_spec(kind: str, task: TaskConfig, in_channels: int, num_classes: int) -
     arch = task.arch if task.arch != "auto" else ("small_classifier" if kind == "class" else "small_segmenter")
     return {"name": arch, "args": {"kind": kind, "in_channels": in_channels, "num_classes": num_classes,
                                    "width": task.width}}
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+
+
+def shape_view(images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W): the edges of images of any domain and channel count, each standardised: the
+    Sobel gradient magnitude of the image's channel mean after scaling it to zero mean and unit
+    deviation. What it keeps (outlines) does not depend on colours, temperatures or their polarity."""
+    gray = _standardise(images.float().mean(dim=1, keepdim=True))
+    kernel = torch.stack([_SOBEL, _SOBEL.t()]).unsqueeze(1).to(gray.device)
+    grad = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernel)
+    return _standardise(grad.square().sum(dim=1, keepdim=True).add(1e-6).sqrt())
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
@@ -102,24 +123,25 @@ class SemanticLoss(nn.Module):
         self.kind = cfg.kind
         self.num_classes = num_classes
         self.ignore = ignore_index(cfg.kind)
-        channels = {"task_a": channels_a, "task_ab": channels_b, "task_b": channels_b}
-        self.specs = {name: task_spec(cfg.kind, task, channels[name], num_classes) for name in self.NETWORKS}
-        self.task_a = TaskNetwork(weights=task.weights, **_flat(self.specs["task_a"]))
-        self.task_ab = TaskNetwork(weights=task.weights, **_flat(self.specs["task_ab"]))
-        self.task_b = TaskNetwork(weights=task.weights, **_flat(self.specs["task_b"]))
+        self.names = self.NETWORKS + (("task_shape",) if cfg.pseudo_labels == "shape" else ())
+        channels = {"task_a": channels_a, "task_ab": channels_b, "task_b": channels_b, "task_shape": 1}
+        self.specs = {name: task_spec(cfg.kind, task, channels[name], num_classes) for name in self.names}
+        for name in self.names:
+            setattr(self, name, TaskNetwork(weights=task.weights, **_flat(self.specs[name])))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         # running losses of (task_a, task_ab) and of task_b; gates: the term, then task_b's part of it
         self.register_buffer("running_loss", torch.full((2,), float("nan")))
         self.register_buffer("on", torch.zeros((), dtype=torch.bool))
         self.register_buffer("judge_on", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("reported", torch.zeros(len(TASK_LOG)))  # the latest task step's losses
+        self.reported_names = self.names + ("semantic_on", "pseudo_b")  # what each step reports of them
+        self.register_buffer("reported", torch.zeros(len(self.reported_names)))  # as of the latest task step
         target = () if cfg.kind == "class" else (size, size)
         self.memory = ReplayMemory(cfg.memory, {"real_a": (channels_a, size, size), "real_b": (channels_b, size, size),
                                                 "fake_b": (channels_b, size, size)},
                                    {"label_a": target, "label_b": target})
 
     def networks(self) -> Dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in self.NETWORKS}
+        return {name: getattr(self, name) for name in self.names}
 
     def set_trainable(self, trainable: bool) -> None:
         for p in self.parameters():
@@ -144,8 +166,8 @@ class SemanticLoss(nn.Module):
     def report(self, losses: Optional[Tensors] = None) -> Tensors:
         """The task networks' latest losses, for every step's log (a task step passes its own)."""
         if losses is not None:
-            self.reported.copy_(torch.stack([losses[k].detach().float() for k in TASK_LOG]))
-        return {k: self.reported[i] for i, k in enumerate(TASK_LOG)}
+            self.reported.copy_(torch.stack([losses[k].detach().float() for k in self.reported_names]))
+        return {k: self.reported[i] for i, k in enumerate(self.reported_names)}
 
     def checkpoint_state(self) -> Dict[str, object]:
         """What a checkpoint stores: the networks' specs and weights, the gates, the class names."""
@@ -168,7 +190,8 @@ class SemanticLoss(nn.Module):
 
     # --- labels of real B ---------------------------------------------------------------
 
-    def _confident(self, net: nn.Module, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
+    def _confident(self, net: Callable[[torch.Tensor], torch.Tensor], real_b: torch.Tensor,
+                   label_b: torch.Tensor) -> torch.Tensor:
         """B's labels where given, else ``net``'s predictions on real B where it is sure enough (no gradient)."""
         with torch.no_grad():
             prob = net(real_b).float().softmax(1)
@@ -201,15 +224,21 @@ class SemanticLoss(nn.Module):
     def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor,
                   label_a: torch.Tensor, label_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors]:
         """Losses of the task networks on real images and detached translations; updates the gates."""
-        target_b = torch.where(self.on, self._confident(self.task_ab, real_b, label_b), label_b)
+        shape = self.cfg.pseudo_labels == "shape"
+        labeller = (lambda x: self.task_shape(shape_view(x))) if shape else self.task_ab
+        target_b = torch.where(self.on, self._confident(labeller, real_b, label_b), label_b)
         losses = {
             "task_a": cross_entropy(self.task_a(real_a), label_a, self.ignore),
             "task_ab": cross_entropy(self.task_ab(fake_b.detach()), label_a, self.ignore),
             "task_b": cross_entropy(self.task_b(real_b), target_b, self.ignore),
         }
-        total = losses["task_a"] + losses["task_ab"] + losses["task_b"]
+        if shape:
+            losses["task_shape"] = cross_entropy(self.task_shape(shape_view(real_a)), label_a, self.ignore)
+        total = torch.stack(list(losses.values())).sum()
+        # the term waits for the networks it needs: task_a (B -> A) and the labeller of real B
+        needed = torch.maximum(losses["task_a"], losses["task_shape" if shape else "task_ab"]).detach()
         has_b = (target_b != self.ignore).any()
-        self._update_gates(torch.maximum(losses["task_a"], losses["task_ab"]).detach(), losses["task_b"].detach(), has_b)
+        self._update_gates(needed, losses["task_b"].detach(), has_b)
         losses["semantic_on"] = (self.on & self.judge_on).float()
         losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target
         return total, losses
@@ -221,15 +250,16 @@ class SemanticLoss(nn.Module):
                  device: torch.device, batch_size: int = 32) -> Dict[str, float]:
         """Accuracy or mIoU on labelled test images: ``downstream_b`` (``task_ab``, trained on
         translations, on real B), ``task_b_real_b`` (``task_b`` on real B), ``task_real_a``
-        (``task_a`` on real A), ``task_fake_b`` (``task_b``, the judge, on translations of the A test images)."""
-        def logits(net: nn.Module, x: torch.Tensor, translate: bool = False) -> torch.Tensor:
+        (``task_a`` on real A), ``task_fake_b`` (``task_b``, the judge, on translations of the A test images),
+        and with ``pseudo_labels: shape`` ``task_shape_real_b`` (the labeller of real B, on real B)."""
+        def logits(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, translate: bool = False) -> torch.Tensor:
             out = []
             for i in range(0, len(x), batch_size):
                 batch = x[i : i + batch_size].to(device)
                 out.append(net(gen_ab(batch) if translate else batch).float().cpu())
             return torch.cat(out)
 
-        def scored(net: nn.Module, side: str, translate: bool = False) -> float:
+        def scored(net: Callable[[torch.Tensor], torch.Tensor], side: str, translate: bool = False) -> float:
             return score(logits(net, images[side], translate), targets[side], self.kind, self.num_classes)[0]  # type: ignore[arg-type]
 
         was_training = self.training
@@ -238,6 +268,8 @@ class SemanticLoss(nn.Module):
         if targets.get("b") is not None:
             values["downstream_b"] = scored(self.task_ab, "b")
             values["task_b_real_b"] = scored(self.task_b, "b")
+            if "task_shape" in self.names:  # how right the pseudo-labels of real B are
+                values["task_shape_real_b"] = scored(lambda x: self.task_shape(shape_view(x)), "b")
         if targets.get("a") is not None:
             values["task_real_a"] = scored(self.task_a, "a")
             values["task_fake_b"] = scored(self.task_b, "a", translate=True)

@@ -106,6 +106,57 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     assert {"task_a", "task_ab", "task_b", "semantic_on", "pseudo_b"} <= set(losses)
 
 
+def test_shape_view_keeps_outlines_and_drops_colour_temperature_and_polarity():
+    from cyclecmda.semantic import shape_view
+
+    torch.manual_seed(0)
+    gray = torch.rand(2, 1, 16, 16) * 2 - 1
+    view = shape_view(gray)
+    assert view.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(view.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(view.std(dim=(1, 2, 3)), torch.ones(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(shape_view(-gray), view)  # inverted polarity (dark -> warm or bright -> warm)
+    torch.testing.assert_close(shape_view(0.3 * gray - 0.5), view, atol=1e-4, rtol=1e-4)  # another range
+    torch.testing.assert_close(shape_view(gray.expand(-1, 3, -1, -1)), view)  # colour image of the same scene
+    square = torch.full((1, 1, 16, 16), -1.0)
+    square[..., 4:12, 4:12] = 1.0
+    edges = shape_view(square)[0, 0]
+    assert edges[8, 3:5].min() > edges[8, 8] + 1  # high on the outline, low inside
+
+
+def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config):
+    torch.manual_seed(0)
+    cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv"))
+    assert cfg.loss.semantic.pseudo_labels == "shape"  # the default
+    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
+    assert set(semantic.networks()) == {"task_a", "task_ab", "task_b", "task_shape"}
+    assert semantic.specs["task_shape"]["args"]["in_channels"] == 1
+    real_a, real_b, fake_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(3, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32)
+    label_a, label_b = torch.tensor([0, 2]), torch.tensor([1, -1, -1])
+    seen = []
+    real_forward = semantic.task_shape.forward
+
+    def spy(x):
+        seen.append(x.clone())
+        return real_forward(x)
+
+    semantic.task_shape.forward = spy  # type: ignore[method-assign]
+    total, losses = semantic.task_step(real_a, real_b, fake_b, label_a, label_b)
+    total.backward()
+    assert all(p.grad is not None for p in semantic.task_shape.parameters())
+    from cyclecmda.semantic import shape_view
+
+    assert torch.equal(seen[-1], shape_view(real_a))  # it learns from the outlines of labelled A images
+    assert losses["pseudo_b"].item() == pytest.approx(1 / 3)  # closed gate: only B's own label
+    semantic.on.fill_(True)
+    guesses = torch.tensor([[0.0, 9.0, 0.0], [0.0, 0.0, 9.0], [1.0, 1.0, 1.2]])  # sure, sure, unsure
+    semantic.task_shape.forward = lambda x: guesses[: len(x)]  # type: ignore[method-assign]
+    targets = semantic._confident(lambda x: semantic.task_shape(shape_view(x)), real_b, label_b)
+    assert targets.tolist() == [1, 2, -1]
+    _, losses = semantic.task_step(real_a, real_b, fake_b, label_a, label_b)
+    assert losses["pseudo_b"].item() == pytest.approx(2 / 3)  # the label and one sure guess
+
+
 def test_pseudo_labels_keep_given_labels_and_only_confident_guesses():
     cfg = load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.confidence=0.9"])
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["a", "b"])
@@ -134,11 +185,12 @@ def test_semantic_training_logs_the_downstream_estimate_and_keeps_the_best(tiny_
     result = train(cfg)
     assert {p.name for p in (result.run_dir / "export").iterdir()} == {"a2b", "b2a", "task_b"}
     logged = scalars(result.run_dir / "tb")
-    for tag in ("loss/task_a", "loss/task_ab", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba",
-                "loss/semantic_on", "loss/pseudo_b"):
+    for tag in ("loss/task_a", "loss/task_ab", "loss/task_b", "loss/task_shape", "loss/semantic_ab",
+                "loss/semantic_ba", "loss/semantic_on", "loss/pseudo_b"):
         assert sorted(logged[tag]) == [1, 2, 3, 4], tag
     assert logged["loss/semantic_on"][4] == 1.0 and logged["loss/semantic_ab"][4] > 0
-    for tag in ("eval/downstream_b", "eval/task_b_real_b", "eval/task_real_a", "eval/task_fake_b"):
+    for tag in ("eval/downstream_b", "eval/task_b_real_b", "eval/task_real_a", "eval/task_fake_b",
+                "eval/task_shape_real_b"):
         assert sorted(logged[tag]) == [2, 4] and all(0 <= v <= 1 for v in logged[tag].values()), tag
     ckpt = load_checkpoint(result.run_dir / "latest.pt")
     assert ckpt["semantic"]["classes"] == ["cat", "dog", "owl"]

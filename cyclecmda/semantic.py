@@ -1,7 +1,8 @@
 """Label-preserving translation: task networks trained beside the translator, and the generator's
 semantic term (``loss.semantic``).
 
-Three task networks; only real images or detached translations ever train them:
+Three task networks (four with ``pseudo_labels: shape``); only real images or detached translations
+ever train them:
 
 * ``task_a`` reads A images and learns from real labelled A images;
 * ``task_ab`` reads B images and learns from translated A images (detached from the translator)
@@ -129,7 +130,7 @@ class SemanticLoss(nn.Module):
         for name in self.names:
             setattr(self, name, TaskNetwork(weights=task.weights, **_flat(self.specs[name])))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        # running losses of (task_a, task_ab) and of task_b; gates: the term, then task_b's part of it
+        # running losses of (task_a, the labeller) and of task_b; gates: the term, then task_b's part of it
         self.register_buffer("running_loss", torch.full((2,), float("nan")))
         self.register_buffer("on", torch.zeros((), dtype=torch.bool))
         self.register_buffer("judge_on", torch.zeros((), dtype=torch.bool))

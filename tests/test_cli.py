@@ -176,7 +176,8 @@ def test_bench_data_tool_prints_json(tmp_path):
     main(["demo-data", str(demo), "--n-train", "8", "--n-test", "2", "--size", "32"])
     args = [f"data.demo_dir={demo}", f"data.a.root={demo}/trainA", f"data.b.root={demo}/trainB",
             f"data.a.test_root={demo}/testA", f"data.b.test_root={demo}/testB", "data.load_size=32",
-            "data.crop_size=32", "data.batch_size=2"]
+            "data.crop_size=32", "data.batch_size=2", f"data.a.labels={demo}/trainA/labels.csv",
+            f"data.a.test_labels={demo}/testA/labels.csv", f"data.b.test_labels={demo}/testB/labels.csv"]
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_data.py"), *args, "--batches", "3",
                           "--repeats", "1", "--workers", "0,1"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

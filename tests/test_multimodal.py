@@ -253,3 +253,6 @@ def test_example_tool_builds_a_batch_and_a_picture(exported, tmp_path):
 
     grid = cv2.imread(str(tmp_path / "grid.png"))
     assert grid is not None and grid.shape[0] > grid.shape[1] / 6 * 4 * 0.9  # 4 rows of 6 cells
+    title = grid[:40]
+    columns = np.array_split((title < 128).all(axis=2), 6, axis=1)
+    assert all(column.sum() > 20 for column in columns)  # a title over each column

@@ -84,7 +84,12 @@ def synthetic_overrides(config: List[str], overrides: List[str], root: Path) -> 
         if key == "a":
             rows = [f"{i:03d}.png,{i % 4}" for i in range(max(8, cfg.data.batch_size))]
             (root / "a_labels.csv").write_text("filename,label\n" + "\n".join(rows) + "\n")
-        out += [f"data.{key}.root={folder}", f"data.{key}.test_root=''", f"data.{key}.scale.mode=full"]
+        out += [f"data.{key}.root={folder}", f"data.{key}.test_root=''", f"data.{key}.scale.mode=full",
+                f"data.{key}.test_labels=''", f"data.{key}.test_masks=''"]
+        # a config that trains with labels (loss.semantic) gets the synthetic ones of A, and none for B
+        labels = f"{root / 'a_labels.csv'}" if key == "a" and dom.labels else "''"
+        masks = f"{root / 'a_masks'}" if key == "a" and dom.masks else "''"
+        out += [f"data.{key}.labels={labels}", f"data.{key}.masks={masks}"]
     return out + [
         f"data.load_size={size}", "data.num_workers=0", "data.demo_dir=''", "data.scan=none",
         f"run.out_dir={root / 'runs'}", "train.eval_every=null", "train.export_on_finish=false", "train.resume=null",

@@ -180,7 +180,9 @@ def ensure_inputs(demo: Path, artifact: Path) -> None:
         print(f"no translator at {artifact}: training the quickstart one first", file=sys.stderr)
         train(load_config([ROOT / "configs" / "quickstart.yaml"], [f"data.demo_dir={demo}",
               f"data.a.root={demo}/trainA", f"data.b.root={demo}/trainB", f"data.a.test_root={demo}/testA",
-              f"data.b.test_root={demo}/testB", f"run.out_dir={artifact.parent.parent.parent}",
+              f"data.b.test_root={demo}/testB", f"data.a.labels={demo}/trainA/labels.csv",
+              f"data.a.test_labels={demo}/testA/labels.csv", f"data.b.test_labels={demo}/testB/labels.csv",
+              f"run.out_dir={artifact.parent.parent.parent}",
               f"run.name={artifact.parent.parent.name}", "train.export_on_finish=true"]))
 
 

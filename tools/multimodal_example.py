@@ -33,6 +33,8 @@ from cyclecmda.demo import CLASS_NAMES, demo_scene, object_masks
 from cyclecmda.images import read_image
 
 MODALITIES = {"visible": "image", "infrared": "image", "segmentation": "mask"}
+COLUMNS = (("visible", "(labelled input)"), ("thermal", "(synthesized)"), ("mask", ""),
+           ("visible", "augmented + box"), ("thermal", "augmented + box"), ("mask", "augmented + box"))
 
 
 def labelled_visible(demo: Path, index: int) -> Dict[str, Any]:
@@ -111,8 +113,20 @@ def picture(before: List[Dict[str, Any]], after: Dict[str, torch.Tensor], ir_ran
         cells = [np.ascontiguousarray(c) for c in cells]
         row = np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], 1)
         rows.append(row)
-    grid = np.concatenate(rows, 0)
-    return cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    grid = cv2.resize(np.concatenate(rows, 0), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return np.concatenate([titles(grid.shape[1], len(COLUMNS)), grid], 0)
+
+
+def titles(width: int, columns: int, height: int = 40) -> np.ndarray:
+    """A white band with each column's title centred over it, in two lines."""
+    band = np.full((height, width, 3), 255, np.uint8)
+    cell = width // columns
+    for c, lines in enumerate(COLUMNS):
+        for k, text in enumerate(lines):
+            (w, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+            cv2.putText(band, text, (c * cell + max(0, (cell - w) // 2), 16 + 17 * k), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
 
 
 def main() -> None:

@@ -111,6 +111,9 @@ class TaskConfig:
     arch: str = "auto"
     width: int = 32
     weights: str = ""
+    # The task networks read images average-pooled by this factor (2: a quarter of the pixels and of
+    # the work); objects that stay recognisable at that size lose nothing by it.
+    downsample: int = 1
 
 
 @dataclass
@@ -405,6 +408,13 @@ def _check_semantic(cfg: Config) -> None:
             raise ConfigError(f"invalid value {getattr(sem, key)!r} for 'loss.semantic.{key}'; it must be >= 1.")
     if cfg.model.task.width < 1:
         raise ConfigError(f"invalid value {cfg.model.task.width!r} for 'model.task.width'; it must be >= 1.")
+    if cfg.model.task.downsample < 1:
+        raise ConfigError(f"invalid value {cfg.model.task.downsample!r} for 'model.task.downsample'; it must be >= 1 "
+                          f"(1 reads images at full size, 2 at half).")
+    if sem.kind == "class" and cfg.model.task.arch in ("auto", "small_classifier") \
+            and d.crop_size // cfg.model.task.downsample < 16:
+        raise ConfigError(f"model.task.downsample={cfg.model.task.downsample} leaves {d.crop_size // cfg.model.task.downsample} px "
+                          f"of data.crop_size={d.crop_size}; the small classifier needs at least 16 (pools 4 times).")
     if sem.kind == "class" and not d.a.labels:
         raise ConfigError("loss.semantic.kind=class learns from labelled A images: set data.a.labels "
                           "(a CSV of file,label rows, or 'folders').")

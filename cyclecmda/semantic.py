@@ -65,8 +65,10 @@ def ignore_index(kind: str) -> int:
 def task_spec(kind: str, task: TaskConfig, in_channels: int, num_classes: int) -> Dict[str, object]:
     """The stored spec of a task network (``build_task_network`` rebuilds it)."""
     arch = task.arch if task.arch != "auto" else ("small_classifier" if kind == "class" else "small_segmenter")
-    return {"name": arch, "args": {"kind": kind, "in_channels": in_channels, "num_classes": num_classes,
-                                   "width": task.width}}
+    args: Dict[str, object] = {"kind": kind, "in_channels": in_channels, "num_classes": num_classes, "width": task.width}
+    if task.downsample != 1:  # (absent at 1, as in checkpoints from before the option)
+        args["downsample"] = task.downsample
+    return {"name": arch, "args": args}
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:

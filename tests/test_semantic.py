@@ -106,6 +106,40 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     assert {"task_a", "task_ab", "task_b", "semantic_on", "pseudo_b"} <= set(losses)
 
 
+def test_downsampled_task_networks_read_average_pooled_images():
+    from cyclecmda.models.task import TaskNetwork, build_task_network
+
+    torch.manual_seed(0)
+    x = (torch.rand(2, 1, 32, 32) * 2 - 1).requires_grad_(True)
+    for name, kind in (("small_classifier", "class"), ("small_segmenter", "mask")):
+        half = TaskNetwork(name, kind, 1, 3, width=4, downsample=2)
+        full = TaskNetwork(name, kind, 1, 3, width=4)
+        full.load_state_dict(half.state_dict())  # the same weights: only what they read differs
+        out = half(x)
+        expected = full(torch.nn.functional.avg_pool2d(x, 2))
+        if kind == "mask":  # per-pixel logits come back at the input's size
+            assert out.shape == (2, 3, 32, 32)
+            expected = torch.nn.functional.interpolate(expected, size=(32, 32), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(out, expected)
+        x.grad = None
+        out.square().sum().backward()
+        assert x.grad is not None and bool((x.grad != 0).all())  # every pixel reaches the network
+        # the spec names the factor (and only when it is not 1: older specs stay valid) and rebuilds it
+        assert half.spec["args"]["downsample"] == 2 and "downsample" not in full.spec["args"]
+        assert build_task_network(half.spec).downsample == 2
+    with pytest.raises(ConfigError, match="downsample"):
+        TaskNetwork("small_classifier", "class", 1, 3, downsample=0)
+
+
+def test_task_downsample_is_checked_against_the_crop(tiny_config, labelled):
+    with pytest.raises(ConfigError, match="model.task.downsample"):
+        config(tiny_config, model__task__downsample=0, **labelled)
+    # 32 px crops pooled by 4 leave 8 px: too few for the small classifier's four poolings
+    with pytest.raises(ConfigError, match="at least 16"):
+        config(tiny_config, model__task__downsample=4, **labelled)
+    assert config(tiny_config, model__task__downsample=2, **labelled).model.task.downsample == 2
+
+
 def test_shape_view_keeps_outlines_and_drops_colour_temperature_and_polarity():
     from cyclecmda.semantic import shape_view
 
@@ -293,8 +327,9 @@ def test_two_process_ddp_run_keeps_the_task_networks_identical(tiny_config, labe
     assert ckpt["semantic"]["classes"] == ["cat", "dog", "owl"]
 
 
-def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_config, labelled, tmp_path):
-    result = train(config(tiny_config, train__max_steps=2, **labelled))
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_config, labelled, tmp_path, downsample):
+    result = train(config(tiny_config, train__max_steps=2, model__task__downsample=downsample, **labelled))
     out = tmp_path / "export"
     cli = subprocess.run([sys.executable, "-m", "cyclecmda", "export", str(result.checkpoint), "-o", str(out), "--task"],
                          capture_output=True, text=True, timeout=300)
@@ -307,7 +342,7 @@ def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_confi
         f"folder = {str(out / 'task_b')!r}\n"
         "meta = json.load(open(folder + '/meta.json'))\n"
         "net = torch.export.load(folder + '/' + meta['files']['pt2']).module()\n"
-        "logits = net(torch.rand(3, 1, 48, 64) * 2 - 1)\n"
+        "logits = net(torch.rand(3, 1, 64, 80) * 2 - 1)\n"
         "assert 'cyclecmda' not in sys.modules\n"
         "print(json.dumps({'shape': list(logits.shape), 'classes': meta['task']['classes']}))\n"
     )
@@ -315,12 +350,14 @@ def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_confi
     fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
     assert json.loads(fresh.stdout) == {"shape": [3, 3], "classes": ["cat", "dog", "owl"]}
+    assert meta["network"]["args"].get("downsample", 1) == downsample
     # the same network through the package's artifact loader, which refuses it as a translator
     from cyclecmda.augment.core import ArtifactError, load_artifact
 
     artifact = load_artifact(out / "task_b", task=True)
     assert artifact.classes == ["cat", "dog", "owl"]
-    assert meta["size_multiple"] == 16 and meta["min_input_size"] == 32
+    # four poolings after the average pooling: the exported program's guards want 64 px sides at 2
+    assert meta["size_multiple"] == 16 and meta["min_input_size"] == 32 * downsample
     assert artifact(torch.zeros(2, 1, 32, 32)).shape == artifact(torch.zeros(2, 1, 21, 9)).shape == (2, 3)
     with pytest.raises(ArtifactError, match="is a task network"):
         load_artifact(out / "task_b")

@@ -164,23 +164,35 @@ class TaskNetwork(nn.Module):
     """A registered or torchvision network with what it was built for: its spec rebuilds it."""
 
     def __init__(self, name: str, kind: str, in_channels: int, num_classes: int, width: int = 32,
-                 weights: str = "") -> None:
+                 weights: str = "", downsample: int = 1) -> None:
         super().__init__()
         if kind not in TASK_KINDS:
             raise ConfigError(f"task kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}.")
         if num_classes < 2:
             raise ConfigError(f"a task network needs at least 2 classes, got {num_classes}.")
-        self.kind, self.in_channels, self.num_classes = kind, in_channels, num_classes
+        if downsample < 1:
+            raise ConfigError(f"model.task.downsample must be >= 1, got {downsample!r}.")
+        self.kind, self.in_channels, self.num_classes, self.downsample = kind, in_channels, num_classes, downsample
         if name.startswith(TORCHVISION_PREFIX):
             self.net = _torchvision_network(name[len(TORCHVISION_PREFIX):], kind, num_classes, weights)
         else:
             self.net = TASK_NETWORKS.create(name, in_channels=in_channels, num_classes=num_classes, width=width)
-        self.spec = {"name": name, "args": {"kind": kind, "in_channels": in_channels, "num_classes": num_classes,
-                                            "width": width}}
+        args: Dict[str, Any] = {"kind": kind, "in_channels": in_channels, "num_classes": num_classes, "width": width}
+        if downsample != 1:  # (absent at 1: the spec of networks stored before the option existed)
+            args["downsample"] = downsample
+        self.spec = {"name": name, "args": args}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of ``(B, in_channels, H, W)`` images in [-1, 1] (a network reads its own domain's images)."""
-        return self.net(x)
+        """Logits of ``(B, in_channels, H, W)`` images in [-1, 1] (a network reads its own domain's
+        images). With ``downsample`` k > 1 the network reads the images average-pooled by k (a k-th
+        of the size: about 1/k^2 of the work); mask logits are scaled back to (H, W)."""
+        if self.downsample == 1:
+            return self.net(x)
+        h, w = x.shape[-2:]
+        out = self.net(F.avg_pool2d(x, self.downsample))
+        if self.kind == "mask":
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        return out
 
 
 def build_task_network(spec: Dict[str, Any]) -> TaskNetwork:

@@ -134,7 +134,9 @@ class SemanticConfig:
     weight: float = 1.0
     warmup_steps: int = 0  # the generator term stays off for this many steps ...
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
-    confidence: float = 0.9  # unlabelled real B: pseudo-labels where a task network is this sure
+    # unlabelled real B: pseudo-labels where a task network is this sure; None: 0.9 for image
+    # classes, 0.5 for mask pixels (at 0.9 a segmenter's sure pixels are nearly all background)
+    confidence: Optional[float] = None
     # ... that network: shape (task_shape, trained on the edges of labelled A images) or
     # translations (task_ab, trained on translated A images)
     pseudo_labels: str = "shape"
@@ -401,7 +403,7 @@ def _check_semantic(cfg: Config) -> None:
             raise ConfigError(f"invalid value {value!r} for config key 'loss.semantic.{key}'; it must be > 0.")
     if sem.warmup_steps < 0:
         raise ConfigError(f"invalid value {sem.warmup_steps!r} for 'loss.semantic.warmup_steps'; it must be >= 0.")
-    if not 0 < sem.confidence <= 1:
+    if sem.confidence is not None and not 0 < sem.confidence <= 1:
         raise ConfigError(f"invalid value {sem.confidence!r} for 'loss.semantic.confidence'; it must be in (0, 1].")
     for key in ("task_batch", "task_every", "memory"):
         if getattr(sem, key) < 1:

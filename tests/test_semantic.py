@@ -200,6 +200,23 @@ def test_pseudo_labels_keep_given_labels_and_only_confident_guesses():
     assert out.tolist() == [1, -1, 1]  # given label kept, unsure guess ignored, sure guess taken
 
 
+def test_default_confidence_is_stricter_for_image_classes_than_for_mask_pixels():
+    # four images (or four pixels) over three classes: 0.69, 0.33, 0.97 and 0.91 sure
+    logits = torch.tensor([[1.5, 0.0, 0.0], [0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    for kind, expected in (("class", [-1, -1, 0, 1]), ("mask", [0, 255, 0, 1])):
+        labels = "data.a.labels=x.csv" if kind == "class" else "data.a.masks=m"
+        cfg = load_config([], [f"loss.semantic.kind={kind}", labels, "data.mask_classes=[a,b,c]"])
+        assert cfg.loss.semantic.confidence is None  # by kind: 0.9 for classes, 0.5 for pixels
+        semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["a", "b", "c"])
+        if kind == "class":
+            semantic.task_b.forward = lambda x: logits  # type: ignore[method-assign]
+            out = semantic.pseudo_labels(torch.zeros(4, 1, 8, 8), torch.full((4,), -1))
+        else:  # the same logits as the pixels of one 2x2 image
+            semantic.task_b.forward = lambda x: logits.t().reshape(1, 3, 2, 2)  # type: ignore[method-assign]
+            out = semantic.pseudo_labels(torch.zeros(1, 1, 2, 2), torch.full((1, 2, 2), 255)).flatten()
+        assert out.tolist() == expected, kind
+
+
 def test_scores_are_accuracy_and_mean_iou():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
     assert score(logits, torch.tensor([0, 0, -1]), "class", 2) == (0.5, 2)

@@ -45,7 +45,7 @@ from cyclecmda.checkpoint import CheckpointError
 from cyclecmda.errors import DataError
 from cyclecmda.images import probe_image
 from cyclecmda.labels import IGNORE, NO_LABEL, DomainLabels, read_mask
-from cyclecmda.models.task import TaskNetwork, build_task_network
+from cyclecmda.models.task import TaskNetwork, build_task_network, task_network_spec
 from cyclecmda.replay import ReplayMemory
 
 Tensors = Dict[str, torch.Tensor]
@@ -68,10 +68,7 @@ def ignore_index(kind: str) -> int:
 def task_spec(kind: str, task: TaskConfig, in_channels: int, num_classes: int) -> Dict[str, object]:
     """The stored spec of a task network (``build_task_network`` rebuilds it)."""
     arch = task.arch if task.arch != "auto" else ("small_classifier" if kind == "class" else "small_segmenter")
-    args: Dict[str, object] = {"kind": kind, "in_channels": in_channels, "num_classes": num_classes, "width": task.width}
-    if task.downsample != 1:  # (absent at 1, as in checkpoints from before the option)
-        args["downsample"] = task.downsample
-    return {"name": arch, "args": args}
+    return task_network_spec(arch, kind, in_channels, num_classes, task.width, task.downsample)
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:

@@ -96,11 +96,9 @@ class Signed(nn.Module):
 
 def small_classifier(in_channels: int, n_classes: int, width: int) -> nn.Module:
     """cyclecmda's own ``small_classifier`` task network (eight conv layers, group norm, global pooling)."""
-    from cyclecmda.models.task import build_task_network
+    from cyclecmda.models.task import TaskNetwork
 
-    net = build_task_network({"name": "small_classifier", "args": {"kind": "class", "in_channels": in_channels,
-                                                                  "num_classes": n_classes, "width": width}})
-    return nn.Sequential(Signed(), net)
+    return nn.Sequential(Signed(), TaskNetwork("small_classifier", "class", in_channels, n_classes, width))
 
 
 def train_and_test(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int, epochs: int,

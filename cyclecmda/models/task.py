@@ -25,7 +25,8 @@ TORCHVISION_PREFIX = "torchvision."
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["TASK_NETWORKS", "TaskNetwork", "build_task_network", "list_task_networks", "register_task_network"]
+__all__ = ["TASK_NETWORKS", "TaskNetwork", "build_task_network", "list_task_networks", "register_task_network",
+           "task_network_spec"]
 
 
 def register_task_network(name: Optional[str] = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -160,6 +161,15 @@ def _load_fitting(net: nn.Module, path: Path) -> None:
 # --- what the rest of the package builds --------------------------------------------------------------
 
 
+def task_network_spec(name: str, kind: str, in_channels: int, num_classes: int, width: int,
+                      downsample: int = 1) -> Dict[str, Any]:
+    """What rebuilds a task network (``build_task_network``); checkpoints and exports store it."""
+    args: Dict[str, Any] = {"kind": kind, "in_channels": in_channels, "num_classes": num_classes, "width": width}
+    if downsample != 1:  # (absent at 1: the spec of networks stored before the option existed)
+        args["downsample"] = downsample
+    return {"name": name, "args": args}
+
+
 class TaskNetwork(nn.Module):
     """A registered or torchvision network with what it was built for: its spec rebuilds it."""
 
@@ -177,10 +187,7 @@ class TaskNetwork(nn.Module):
             self.net = _torchvision_network(name[len(TORCHVISION_PREFIX):], kind, num_classes, weights)
         else:
             self.net = TASK_NETWORKS.create(name, in_channels=in_channels, num_classes=num_classes, width=width)
-        args: Dict[str, Any] = {"kind": kind, "in_channels": in_channels, "num_classes": num_classes, "width": width}
-        if downsample != 1:  # (absent at 1: the spec of networks stored before the option existed)
-            args["downsample"] = downsample
-        self.spec = {"name": name, "args": args}
+        self.spec = task_network_spec(name, kind, in_channels, num_classes, width, downsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``(B, in_channels, H, W)`` images in [-1, 1] (a network reads its own domain's

@@ -251,6 +251,24 @@ def test_downstream_check_tool_trains_the_three_arms_over_seeds(exported, tmp_pa
     assert report["classifier"] == "tool"
 
 
+def test_downstream_check_tool_scores_the_chosen_segmenter_arms_by_mean_iou(exported, tmp_path):
+    demo = tmp_path / "demo"
+    main(["demo-data", str(demo), "--n-train", "12", "--n-test", "8", "--size", "32"])
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "downstream_check.py"), "--artifact",
+                          str(exported / "a2b"), "--demo", str(demo), "--task", "mask", "--seeds", "0", "1",
+                          "--mask-epochs", "2", "--segmenter-width", "4", "--arms", "b_translated", "c_thermal"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["results"] == {} and report["mask_epochs"] == 2 and report["mask_seeds"] == [0, 1]
+    arms = report["segmentation"]
+    assert set(arms) == {"b_translated", "c_thermal"}  # only the arms asked for
+    for arm in arms.values():
+        assert len(arm["miou_per_seed"]) == 2 and all(0 <= v <= 1 for v in arm["miou_per_seed"])
+    ceiling = arms["c_thermal"]["miou_mean"]
+    assert report["segmentation_b_of_c"] == pytest.approx(arms["b_translated"]["miou_mean"] / ceiling, abs=1e-4)
+
+
 @pytest.mark.slow  # a second run of the tool: about 20 s
 def test_downstream_check_tool_trains_the_package_small_classifier_on_request(exported, tmp_path):
     demo = tmp_path / "demo"

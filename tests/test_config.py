@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -43,6 +44,23 @@ def test_shipped_presets_say_what_they_promise():
     assert quick.data.a.labels.startswith(quick.data.demo_dir) and not quick.data.b.labels
     assert quick.data.b.test_labels.startswith(quick.data.demo_dir)
     assert load_config([CONFIGS[0].parent / "default.yaml"]) == load_config()
+
+
+def test_the_masks_overlay_turns_the_quickstart_to_the_demo_masks(tmp_path):
+    from cyclecmda.demo import generate_demo_data
+
+    quick = load_config([CONFIGS[0].parent / "quickstart.yaml"])
+    masks = load_config([CONFIGS[0].parent / "quickstart.yaml", CONFIGS[0].parent / "overlays" / "demo_masks.yaml"])
+    assert masks.loss.semantic.kind == "mask" and masks.run.name != quick.run.name  # its own run folder
+    assert masks.model == quick.model and masks.loss.lambda_nce == quick.loss.lambda_nce
+    demo = tmp_path / "demo"
+    generate_demo_data(demo, n_train=2, n_test=2, size=32)
+    written = json.loads((demo / "dataset.json").read_text())
+    assert masks.data.mask_classes == [c["name"] for c in written["mask_classes"]]
+    relative = {"a": masks.data.a, "b": masks.data.b}
+    for side, split in (("a", "trainA"), ("a", "testA"), ("b", "testB")):
+        key = "masks" if split.startswith("train") else "test_masks"
+        assert getattr(relative[side], key) == f"{masks.data.demo_dir}/{written['masks'][split]}"
 
 
 def test_yaml_then_overrides_merge_in_order(tmp_path):

@@ -261,6 +261,7 @@ def test_downstream_check_tool_scores_the_chosen_segmenter_arms_by_mean_iou(expo
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["results"] == {} and report["mask_epochs"] == 2 and report["mask_seeds"] == [0, 1]
+    assert report["segmenter"] == "small_segmenter width 4" and "classifier" not in report
     arms = report["segmentation"]
     assert set(arms) == {"b_translated", "c_thermal"}  # only the arms asked for
     for arm in arms.values():

@@ -256,8 +256,9 @@ def main() -> None:
         **({"mask_seeds": mask_seeds, "mask_epochs": args.mask_epochs} if args.task != "class" else {}),
         "seconds": round(time.perf_counter() - t0, 1),
         "task": args.task,
-        "classifier_norm": args.norm,
-        "classifier": args.classifier if args.classifier == "tool" else f"small_classifier width {args.classifier_width}",
+        **({"classifier_norm": args.norm,
+            "classifier": args.classifier if args.classifier == "tool" else f"small_classifier width {args.classifier_width}"}
+           if args.task != "mask" else {"segmenter": f"small_segmenter width {args.segmenter_width}"}),
         "results": results,
         **report,
     }, indent=2))

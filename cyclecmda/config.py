@@ -159,6 +159,9 @@ class LossConfig:
     # keeps content where the pixel cycle cannot (a lossy direction such as colour -> thermal).
     lambda_nce: float = 0.0
     nce_patches: int = 256  # positions sampled per feature map
+    # which encoder maps PatchNCE compares, by index (resnet: 0 the stem, then each downsampling,
+    # then the first residual block); empty: all of them
+    nce_layers: List[int] = field(default_factory=list)
     nce_temperature: float = 0.07
     pool_size: int = 50
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
@@ -338,6 +341,9 @@ def _check_values(cfg: Config) -> None:
     for key in ("lambda_a", "lambda_b", "lambda_identity", "lambda_gp", "lambda_nce"):
         positive(f"loss.{key}", getattr(lo, key), allow_zero=True)
     positive("loss.nce_patches", lo.nce_patches)
+    if len(set(lo.nce_layers)) != len(lo.nce_layers) or any(i < 0 for i in lo.nce_layers):
+        raise ConfigError(f"invalid value {list(lo.nce_layers)!r} for 'loss.nce_layers'; it lists distinct "
+                          f"encoder map indices (0 the stem, then deeper), or is empty for all of them.")
     positive("loss.nce_temperature", lo.nce_temperature)
     positive("loss.pool_size", lo.pool_size, allow_zero=True)
     _check_semantic(cfg)

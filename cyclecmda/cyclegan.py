@@ -65,7 +65,13 @@ class CycleGAN(nn.Module):
                         f"loss.lambda_nce needs a generator that exposes its encoder features (resnet_*); "
                         f"model.gen.arch={model.gen.arch!r} does not. Use a resnet generator or loss.lambda_nce=0."
                     )
-                self.projectors[name] = PatchProjector(gen.feature_channels())
+                channels = gen.feature_channels()
+                if any(i >= len(channels) for i in loss.nce_layers):
+                    raise ConfigError(
+                        f"invalid value {list(loss.nce_layers)!r} for 'loss.nce_layers'; {model.gen.arch} exposes "
+                        f"{len(channels)} encoder maps (indices 0-{len(channels) - 1}), or leave it empty for all."
+                    )
+                self.projectors[name] = PatchProjector([channels[i] for i in self.nce_layers(len(channels))])
 
     def networks(self) -> Dict[str, nn.Module]:
         return {"gen_ab": self.gen_ab, "gen_ba": self.gen_ba, "disc_a": self.disc_a, "disc_b": self.disc_b}
@@ -117,12 +123,18 @@ class CycleGAN(nn.Module):
             out["idt_a"] = self.gen_ba(convert_channels(real_a, real_b.shape[1]))
         return out, feats
 
+    def nce_layers(self, n_maps: int) -> List[int]:
+        """Indices of the encoder maps PatchNCE compares (``loss.nce_layers``; empty: all)."""
+        return list(self.loss_cfg.nce_layers) or list(range(n_maps))
+
     def nce(self, real: List[torch.Tensor], fake: List[torch.Tensor], real_gen: str, fake_gen: str) -> torch.Tensor:
         """PatchNCE between a real image's encoder maps and its translation's, averaged over layers.
 
         ``real`` comes from ``real_gen`` (the generator that translated it), ``fake`` from
         ``fake_gen`` (the one that maps it back): each generator's encoder reads its own input domain.
         """
+        layers = self.nce_layers(len(real))
+        real, fake = [real[i] for i in layers], [fake[i] for i in layers]
         positions = PatchProjector.sample_positions(real, self.loss_cfg.nce_patches)
         keys = self.projectors[real_gen](real, positions)
         queries = self.projectors[fake_gen](fake, positions)

@@ -524,6 +524,12 @@ class Trainer:
                 f"({', '.join(sorted(set(stored_aux) ^ set(aux)))}) exist in only one of them. "
                 "Resume with the config stored in the run folder (config.yaml)."
             )
+        stored_layers = list(ckpt["config"]["loss"].get("nce_layers", []))
+        if aux and stored_layers != list(self.cfg.loss.nce_layers):
+            raise CheckpointError(
+                f"checkpoint '{path}' was trained with loss.nce_layers={stored_layers}, this config sets "
+                f"{list(self.cfg.loss.nce_layers)}. Resume with the config stored in the run folder (config.yaml)."
+            )
         for name, module in aux.items():
             module.load_state_dict(stored_aux[name])
         semantic, stored_semantic = self.model.semantic, ckpt.get("semantic")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cyclecmda.checkpoint import CheckpointWriteError, atomic_torch_save, load_checkpoint
+from cyclecmda.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, load_checkpoint
 from cyclecmda.config import load_config
 from cyclecmda.cyclegan import build_network
 from cyclecmda.errors import ConfigError
@@ -313,6 +313,9 @@ def test_contrastive_loss_trains_saves_and_resumes(tiny_config):
     plain = replace(tiny_config, train=replace(tiny_config.train, resume="auto"))
     with pytest.raises(Exception, match=r"lambda_nce=1\.0.*sets 0\.0.*projector_gen_ab"):
         Trainer(plain)
+    other_layers = replace(cfg, loss=replace(cfg.loss, nce_layers=[2, 3]), train=replace(cfg.train, resume="auto"))
+    with pytest.raises(CheckpointError, match=r"nce_layers=\[\], this config sets \[2, 3\]"):
+        Trainer(other_layers)
 
 
 def test_contrastive_loss_learns_to_tell_patches_apart(tiny_config):
@@ -339,3 +342,29 @@ def test_contrastive_loss_needs_a_generator_with_encoder_features(tiny_config):
                   model=replace(tiny_config.model, gen=replace(tiny_config.model.gen, arch="unet_32")))
     with pytest.raises(ConfigError, match=r"lambda_nce.*unet_32.*resnet"):
         Trainer(cfg)
+
+
+def test_nce_layers_choose_which_encoder_maps_the_contrastive_loss_compares(tiny_config):
+    """``loss.nce_layers=[2, 3]`` compares only the deeper maps: one projector per chosen map; an
+    index past the generator's maps is an error naming the key and the valid range."""
+    from cyclecmda.cyclegan import CycleGAN
+
+    torch.manual_seed(0)
+    every = CycleGAN(tiny_config.model, replace(tiny_config.loss, lambda_nce=1.0, nce_patches=8), 3, 1)
+    deep = CycleGAN(tiny_config.model, replace(tiny_config.loss, lambda_nce=1.0, nce_patches=8, nce_layers=[2, 3]), 3, 1)
+    n_maps = len(every.gen_ab.feature_channels())
+    assert n_maps == 4 and len(every.projectors["gen_ab"].mlps) == n_maps and len(deep.projectors["gen_ab"].mlps) == 2
+    widths = every.gen_ab.feature_channels()
+    assert [m[0].in_features for m in deep.projectors["gen_ab"].mlps] == widths[2:]
+    real_a, real_b = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
+    _, losses, _ = deep.generator_step(real_a, real_b)
+    assert torch.isfinite(losses["nce_a"]) and losses["nce_a"] > 0
+    bad = replace(tiny_config, loss=replace(tiny_config.loss, lambda_nce=1.0, nce_layers=[0, 4]))
+    with pytest.raises(ConfigError, match=r"\[0, 4\].*loss.nce_layers.*indices 0-3"):
+        Trainer(bad)
+
+
+@pytest.mark.parametrize("layers", ["[1,1]", "[-1]"])
+def test_nce_layers_must_be_distinct_indices(layers):
+    with pytest.raises(ConfigError, match=r"loss.nce_layers.*distinct"):
+        load_config([], [f"loss.nce_layers={layers}"])

@@ -52,8 +52,10 @@ def test_the_masks_overlay_turns_the_quickstart_to_the_demo_masks(tmp_path):
     quick = load_config([CONFIGS[0].parent / "quickstart.yaml"])
     masks = load_config([CONFIGS[0].parent / "quickstart.yaml", CONFIGS[0].parent / "overlays" / "demo_masks.yaml"])
     assert masks.loss.semantic.kind == "mask" and masks.run.name != quick.run.name  # its own run folder
-    # the quickstart's generator and task networks; a wider discriminator, PatchNCE on the deeper maps
-    assert masks.model.gen == quick.model.gen and masks.model.task == quick.model.task
+    # the quickstart's generator and task networks, these at full size; a wider discriminator,
+    # PatchNCE on the deeper maps
+    assert masks.model.gen == quick.model.gen and masks.model.task.width == quick.model.task.width
+    assert masks.model.task.downsample == 1 < quick.model.task.downsample
     assert masks.model.disc.ndf == 32 > quick.model.disc.ndf and masks.loss.lambda_nce == quick.loss.lambda_nce
     assert masks.loss.nce_layers == [2, 3] and quick.loss.nce_layers == []
     demo = tmp_path / "demo"

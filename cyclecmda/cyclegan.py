@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cyclecmda.checkpoint import CheckpointError
 from cyclecmda.config import LossConfig, ModelConfig
 from cyclecmda.errors import ConfigError
 from cyclecmda.images import convert_channels
@@ -79,6 +80,25 @@ class CycleGAN(nn.Module):
     def auxiliary(self) -> Dict[str, nn.Module]:
         """Trained modules that are not networks of the translator (the NCE projectors), by name."""
         return {f"projector_{name}": p for name, p in self.projectors.items()}
+
+    def load_auxiliary(self, stored: Dict[str, Any], stored_loss: Dict[str, Any], source: str) -> None:
+        """Restore the auxiliary modules from a checkpoint trained with the loss settings ``stored_loss``."""
+        aux = self.auxiliary()
+        if set(stored) != set(aux):
+            raise CheckpointError(
+                f"checkpoint '{source}' was trained with loss.lambda_nce={stored_loss.get('lambda_nce', 0.0)}, "
+                f"this config sets {self.loss_cfg.lambda_nce}: the contrastive projectors "
+                f"({', '.join(sorted(set(stored) ^ set(aux)))}) exist in only one of them. "
+                "Resume with the config stored in the run folder (config.yaml)."
+            )
+        stored_layers = list(stored_loss.get("nce_layers", []))
+        if aux and stored_layers != list(self.loss_cfg.nce_layers):
+            raise CheckpointError(
+                f"checkpoint '{source}' was trained with loss.nce_layers={stored_layers}, this config sets "
+                f"{list(self.loss_cfg.nce_layers)}. Resume with the config stored in the run folder (config.yaml)."
+            )
+        for name, module in aux.items():
+            module.load_state_dict(stored[name])
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.gen_ab.parameters()

@@ -516,22 +516,7 @@ class Trainer:
             )
         for name, net in self.model.networks().items():
             net.load_state_dict(ckpt["state"][name])
-        stored_aux, aux = ckpt.get("auxiliary", {}), self.model.auxiliary()
-        if set(stored_aux) != set(aux):
-            raise CheckpointError(
-                f"checkpoint '{path}' was trained with loss.lambda_nce={ckpt['config']['loss'].get('lambda_nce', 0.0)}, "
-                f"this config sets {self.cfg.loss.lambda_nce}: the contrastive projectors "
-                f"({', '.join(sorted(set(stored_aux) ^ set(aux)))}) exist in only one of them. "
-                "Resume with the config stored in the run folder (config.yaml)."
-            )
-        stored_layers = list(ckpt["config"]["loss"].get("nce_layers", []))
-        if aux and stored_layers != list(self.cfg.loss.nce_layers):
-            raise CheckpointError(
-                f"checkpoint '{path}' was trained with loss.nce_layers={stored_layers}, this config sets "
-                f"{list(self.cfg.loss.nce_layers)}. Resume with the config stored in the run folder (config.yaml)."
-            )
-        for name, module in aux.items():
-            module.load_state_dict(stored_aux[name])
+        self.model.load_auxiliary(ckpt.get("auxiliary", {}), ckpt["config"]["loss"], str(path))
         semantic, stored_semantic = self.model.semantic, ckpt.get("semantic")
         if (semantic is None) != (stored_semantic is None):
             raise CheckpointError(

@@ -256,3 +256,40 @@ def test_example_tool_builds_a_batch_and_a_picture(exported, tmp_path):
     title = grid[:40]
     columns = np.array_split((title < 128).all(axis=2), 6, axis=1)
     assert all(column.sum() > 20 for column in columns)  # a title over each column
+
+
+def test_translation_tool_shows_each_class_beside_its_real_thermal_frame(exported, tmp_path):
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    from cyclecmda.demo import generate_demo_data
+
+    generate_demo_data(tmp_path / "demo", n_train=4, n_test=12, size=32)
+    tool = Path(__file__).parents[1] / "tools" / "translation_example.py"
+    out = subprocess.run([sys.executable, str(tool), "--artifact", str(exported / "a2b"), str(exported / "a2b"),
+                          "--title", "first", "second", "--demo", str(tmp_path / "demo"), "--per-class", "1",
+                          "--out", str(tmp_path / "t.png")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    with open(tmp_path / "demo" / "testA" / "labels.csv", newline="") as f:
+        entries = [(row["filename"], row["class_name"]) for row in csv.DictReader(f)]
+    first_of_each = {}
+    for name, label in entries:
+        first_of_each.setdefault(label, name)
+    assert [(r["file"], r["class"]) for r in report["rows"]] == [(n, c) for c, n in first_of_each.items()]
+    picture = cv2.imread(str(tmp_path / "t.png"))
+    rows, columns = len(report["rows"]), 4  # visible, two translations, real thermal
+    assert picture.shape[0] - 40 == rows * 36 * 3 and picture.shape[1] == columns * 36 * 3
+    title = picture[:40]
+    assert all(c.sum() > 20 for c in np.array_split((title < 128).all(axis=2), columns, axis=1))
+    cells = np.array_split(picture[40:40 + 36 * 3], columns, axis=1)
+    assert np.array_equal(cells[1], cells[2])  # the same artifact twice: the same translation
+    assert not np.array_equal(cells[2], cells[3])  # the real thermal frame is not the translation
+
+    bad = subprocess.run([sys.executable, str(tool), "--artifact", str(exported / "a2b"), "--title", "a", "b",
+                          "--demo", str(tmp_path / "demo")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--title gives 2 titles for 1 artifacts" in bad.stderr

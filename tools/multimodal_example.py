@@ -20,7 +20,7 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 import albumentations as A
 import cv2
@@ -114,14 +114,14 @@ def picture(before: List[Dict[str, Any]], after: Dict[str, torch.Tensor], ir_ran
         row = np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], 1)
         rows.append(row)
     grid = cv2.resize(np.concatenate(rows, 0), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    return np.concatenate([titles(grid.shape[1], len(COLUMNS)), grid], 0)
+    return np.concatenate([titles(grid.shape[1], COLUMNS), grid], 0)
 
 
-def titles(width: int, columns: int, height: int = 40) -> np.ndarray:
-    """A white band with each column's title centred over it, in two lines."""
+def titles(width: int, columns: Sequence[Tuple[str, ...]], height: int = 40) -> np.ndarray:
+    """A white band with each column's title (up to two lines) centred over it."""
     band = np.full((height, width, 3), 255, np.uint8)
-    cell = width // columns
-    for c, lines in enumerate(COLUMNS):
+    cell = width // len(columns)
+    for c, lines in enumerate(columns):
         for k, text in enumerate(lines):
             (w, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
             cv2.putText(band, text, (c * cell + max(0, (cell - w) // 2), 16 + 17 * k), cv2.FONT_HERSHEY_SIMPLEX,

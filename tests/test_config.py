@@ -52,12 +52,11 @@ def test_the_masks_overlay_turns_the_quickstart_to_the_demo_masks(tmp_path):
     quick = load_config([CONFIGS[0].parent / "quickstart.yaml"])
     masks = load_config([CONFIGS[0].parent / "quickstart.yaml", CONFIGS[0].parent / "overlays" / "demo_masks.yaml"])
     assert masks.loss.semantic.kind == "mask" and masks.run.name != quick.run.name  # its own run folder
-    # the quickstart's generator and task networks, these at full size; a wider discriminator,
-    # PatchNCE on the deeper maps
-    assert masks.model.gen == quick.model.gen and masks.model.task.width == quick.model.task.width
-    assert masks.model.task.downsample == 1 < quick.model.task.downsample
-    assert masks.model.disc.ndf == 32 > quick.model.disc.ndf and masks.loss.lambda_nce == quick.loss.lambda_nce
-    assert masks.loss.nce_layers == [2, 3] and quick.loss.nce_layers == []
+    # the quickstart's networks and PatchNCE maps, the task networks at full size
+    assert masks.model.gen == quick.model.gen and masks.model.disc == quick.model.disc
+    assert masks.model.task.width == quick.model.task.width and masks.model.task.downsample == 1 < quick.model.task.downsample
+    assert masks.model.disc.ndf == 32 and masks.loss.lambda_nce == quick.loss.lambda_nce
+    assert masks.loss.nce_layers == quick.loss.nce_layers == [2, 3]
     demo = tmp_path / "demo"
     generate_demo_data(demo, n_train=2, n_test=2, size=32)
     written = json.loads((demo / "dataset.json").read_text())

@@ -110,11 +110,14 @@ def picture(before: List[Dict[str, Any]], after: Dict[str, torch.Tensor], ir_ran
                 cv2.rectangle(cell, (x0, y0), (x1 - 1, y1 - 1), (255, 64, 64), 1)
             cells.append(cv2.copyMakeBorder(cell, pad, size - crop - pad, pad, size - crop - pad,
                                             cv2.BORDER_CONSTANT, value=(255, 255, 255)))
-        cells = [np.ascontiguousarray(c) for c in cells]
-        row = np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], 1)
-        rows.append(row)
+        rows.append(framed_row([np.ascontiguousarray(c) for c in cells]))
     grid = cv2.resize(np.concatenate(rows, 0), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     return np.concatenate([titles(grid.shape[1], COLUMNS), grid], 0)
+
+
+def framed_row(cells: Sequence[np.ndarray]) -> np.ndarray:
+    """Equal-height RGB cells side by side, each in a 2-pixel white frame."""
+    return np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], 1)
 
 
 def titles(width: int, columns: Sequence[Tuple[str, ...]], height: int = 40) -> np.ndarray:

@@ -22,14 +22,14 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from cyclecmda.augment import MultiModalCompose, Synthesis, load_artifact
 from cyclecmda.images import read_image
-from multimodal_example import titles, to_rgb
+from multimodal_example import framed_row, titles, to_rgb
 
 
 def test_rows(demo: Path, per_class: int) -> List[Tuple[str, str]]:
@@ -76,7 +76,7 @@ def main() -> None:
     rows = []
     for visible, fakes, real in scenes:
         cells = [visible] + [to_rgb(fake, *window) for fake in fakes] + [to_rgb(real, *window)]
-        rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], 1))
+        rows.append(framed_row(cells))
     columns: Sequence[Tuple[str, ...]] = (
         [("visible", "(test image)")] + [("translated", n) for n in names] + [("real thermal", "(same scene)")]
     )
@@ -84,9 +84,8 @@ def main() -> None:
     picture = np.concatenate([titles(grid.shape[1], columns), grid], 0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    summary: Dict[str, object] = {"picture": str(args.out), "artifacts": [str(a) for a in args.artifact],
-                                  "thermal_window": window, "rows": shown}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({"picture": str(args.out), "artifacts": [str(a) for a in args.artifact],
+                      "thermal_window": window, "rows": shown}, indent=2))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,30 @@ class CycleGAN(nn.Module):
         """Trained modules that are not networks of the translator (the NCE projectors), by name."""
         return {f"projector_{name}": p for name, p in self.projectors.items()}
 
+    def load_checkpoint(self, ckpt: Dict[str, Any], source: str) -> None:
+        """Restore every trained module of a checkpoint (networks, projectors, task networks), after
+        checking that it holds the modules this config builds."""
+        if ckpt["networks"] != self.specs:
+            diff = [k for k in self.specs if ckpt["networks"].get(k) != self.specs[k]]
+            raise CheckpointError(
+                f"checkpoint '{source}' holds other networks than this config builds ({', '.join(diff)} differ): "
+                f"stored {ckpt['networks'][diff[0]]}, configured {self.specs[diff[0]]}. "
+                "Resume with the config stored in the run folder (config.yaml)."
+            )
+        for name, net in self.networks().items():
+            net.load_state_dict(ckpt["state"][name])
+        self.load_auxiliary(ckpt.get("auxiliary", {}), ckpt["config"]["loss"], source)
+        stored = ckpt.get("semantic")
+        if (self.semantic is None) != (stored is None):
+            stored_kind = ckpt["config"]["loss"].get("semantic", {}).get("kind", "none")
+            raise CheckpointError(
+                f"checkpoint '{source}' was trained with loss.semantic.kind={stored_kind}, this config sets "
+                f"{'none' if self.semantic is None else self.semantic.kind}. "
+                "Resume with the config stored in the run folder (config.yaml)."
+            )
+        if self.semantic is not None:
+            self.semantic.load_checkpoint_state(stored, source)
+
     def load_auxiliary(self, stored: Dict[str, Any], stored_loss: Dict[str, Any], source: str) -> None:
         """Restore the auxiliary modules from a checkpoint trained with the loss settings ``stored_loss``."""
         aux = self.auxiliary()

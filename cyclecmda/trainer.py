@@ -507,24 +507,8 @@ class Trainer:
         Returns the stored RNG states, which the caller restores once set-up is complete.
         """
         ckpt = load_checkpoint(path)
-        if ckpt["networks"] != self.model.specs:
-            diff = [k for k in self.model.specs if ckpt["networks"].get(k) != self.model.specs[k]]
-            raise CheckpointError(
-                f"checkpoint '{path}' holds other networks than this config builds ({', '.join(diff)} differ): "
-                f"stored {ckpt['networks'][diff[0]]}, configured {self.model.specs[diff[0]]}. "
-                "Resume with the config stored in the run folder (config.yaml)."
-            )
-        for name, net in self.model.networks().items():
-            net.load_state_dict(ckpt["state"][name])
-        self.model.load_auxiliary(ckpt.get("auxiliary", {}), ckpt["config"]["loss"], str(path))
-        semantic, stored_semantic = self.model.semantic, ckpt.get("semantic")
-        if (semantic is None) != (stored_semantic is None):
-            raise CheckpointError(
-                f"checkpoint '{path}' was trained with loss.semantic.kind={ckpt['config']['loss'].get('semantic', {}).get('kind', 'none')}, "
-                f"this config sets {self.cfg.loss.semantic.kind}. Resume with the config stored in the run folder (config.yaml)."
-            )
-        if semantic is not None:
-            semantic.load_checkpoint_state(stored_semantic, str(path))
+        self.model.load_checkpoint(ckpt, str(path))
+        if self.model.semantic is not None:
             assert self.opt_task is not None
             restore_optimizer(self.opt_task, ckpt["optimizers"]["task"])
         restore_optimizer(self.opt_gen, ckpt["optimizers"]["gen"])

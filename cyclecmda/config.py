@@ -132,6 +132,10 @@ class SemanticConfig:
 
     kind: str = "none"  # none | class (data.*.labels) | mask (data.*.masks)
     weight: float = 1.0
+    # Each class present in a batch weighs the same in the generator's term (an entry of class c:
+    # n / (k n_c), k classes present), so the pixels of a small object count as much as the
+    # background around it. Off: a plain mean over the labelled entries.
+    balance: bool = False
     warmup_steps: int = 0  # the generator term stays off for this many steps ...
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
     # unlabelled real B: pseudo-labels where a task network is this sure; None: 0.9 for image

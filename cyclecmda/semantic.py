@@ -86,10 +86,17 @@ def shape_view(images: torch.Tensor) -> torch.Tensor:
     return _standardise(grad.square().sum(dim=1, keepdim=True).add(1e-6).sqrt())
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
-    """Mean cross-entropy over the labelled entries (0, not NaN, when none is labelled)."""
-    total = F.cross_entropy(logits.float(), target, ignore_index=ignore, reduction="sum")
-    return total / (target != ignore).sum().clamp(min=1)
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int, balance: bool = False) -> torch.Tensor:
+    """Mean cross-entropy over the labelled entries (0, not NaN, when none is labelled); with
+    ``balance``, the mean over the classes present of each class's mean."""
+    labelled = (target != ignore).sum().clamp(min=1)
+    weight = None
+    if balance:
+        counts = torch.bincount(target[target != ignore], minlength=logits.shape[1]).float()
+        present = (counts > 0).sum().clamp(min=1)
+        weight = labelled / (present * counts.clamp(min=1))
+    total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore, reduction="sum")
+    return total / labelled
 
 
 def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: int) -> Tuple[float, int]:
@@ -215,12 +222,12 @@ class SemanticLoss(nn.Module):
 
         Call with the task networks frozen; the gradients reach the generators through the images.
         """
-        weight = self.cfg.weight
-        judged = self.on & self.judge_on
+        weight = (self.on & self.judge_on).float() * self.cfg.weight
         target_b = self.pseudo_labels(real_b, label_b)
+        balance = self.cfg.balance
         return {
-            "semantic_ab": cross_entropy(self.task_b(images["fake_b"]), label_a, self.ignore) * judged.float() * weight,
-            "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore) * judged.float() * weight,
+            "semantic_ab": cross_entropy(self.task_b(images["fake_b"]), label_a, self.ignore, balance) * weight,
+            "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore, balance) * weight,
         }
 
     # --- the task networks' own step -------------------------------------------------------

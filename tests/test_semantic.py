@@ -191,6 +191,32 @@ def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config
     assert losses["pseudo_b"].item() == pytest.approx(2 / 3)  # the label and one sure guess
 
 
+def test_balanced_term_weighs_each_class_present_alike(tiny_config):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.zeros(2, 4, 4, dtype=torch.long)  # mostly background ...
+    target[0, 0, :2] = 2  # ... two pixels of class 2, none of class 1 ...
+    target[1, 3] = 255  # ... and a row of ignored pixels
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    by_class = [per_pixel[target == c].mean() for c in (0, 2)]
+    assert cross_entropy(logits, target, 255, balance=True).item() == pytest.approx(float(sum(by_class) / 2), rel=1e-5)
+    assert cross_entropy(logits, target, 255).item() == pytest.approx(float(per_pixel[target != 255].mean()), rel=1e-5)
+    assert cross_entropy(logits, torch.full_like(target, 255), 255, balance=True).item() == 0.0  # nothing labelled
+
+    # loss.semantic.balance is what the generator's term uses
+    cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="mask", data__a__masks="m",
+                                       data__mask_classes="[sky,cat,dog]", loss__semantic__balance=True))
+    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["sky", "cat", "dog"], size=4)
+    semantic.on.fill_(True)
+    semantic.judge_on.fill_(True)
+    fake = {"fake_b": torch.rand(2, 1, 4, 4), "fake_a": torch.rand(2, 3, 4, 4)}
+    with torch.no_grad():
+        losses = semantic.generator_losses(fake, torch.rand(2, 1, 4, 4), target, target)
+        expected = cross_entropy(semantic.task_b(fake["fake_b"]), target, 255, balance=True)
+    assert losses["semantic_ab"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() != pytest.approx(cross_entropy(semantic.task_b(fake["fake_b"]), target, 255).item(), rel=1e-3)
+
+
 def test_pseudo_labels_keep_given_labels_and_only_confident_guesses():
     cfg = load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.confidence=0.9"])
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["a", "b"])

@@ -57,6 +57,9 @@ def test_the_masks_overlay_turns_the_quickstart_to_the_demo_masks(tmp_path):
     assert masks.model.task.width == quick.model.task.width and masks.model.task.downsample == 1 < quick.model.task.downsample
     assert masks.model.disc.ndf == 32 and masks.loss.lambda_nce == quick.loss.lambda_nce
     assert masks.loss.nce_layers == quick.loss.nce_layers == [2, 3]
+    # its term weighs every class alike, three times as strong; the quickstart's is a plain mean
+    assert masks.loss.semantic.balance and masks.loss.semantic.weight == 3.0
+    assert not quick.loss.semantic.balance and quick.loss.semantic.weight == 1.0
     demo = tmp_path / "demo"
     generate_demo_data(demo, n_train=2, n_test=2, size=32)
     written = json.loads((demo / "dataset.json").read_text())

@@ -89,10 +89,12 @@ def shape_view(images: torch.Tensor) -> torch.Tensor:
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int, balance: bool = False) -> torch.Tensor:
     """Mean cross-entropy over the labelled entries (0, not NaN, when none is labelled); with
     ``balance``, the mean over the classes present of each class's mean."""
-    labelled = (target != ignore).sum().clamp(min=1)
+    valid = target != ignore
+    labelled = valid.sum().clamp(min=1)
     weight = None
-    if balance:
-        counts = torch.bincount(target[target != ignore], minlength=logits.shape[1]).float()
+    if balance:  # class counts without boolean indexing: no host sync on a GPU
+        counts = torch.zeros(logits.shape[1], device=logits.device).scatter_add_(
+            0, torch.where(valid, target, 0).flatten(), valid.flatten().float())
         present = (counts > 0).sum().clamp(min=1)
         weight = labelled / (present * counts.clamp(min=1))
     total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore, reduction="sum")

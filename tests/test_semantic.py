@@ -202,6 +202,11 @@ def test_balanced_term_weighs_each_class_present_alike(tiny_config):
     assert cross_entropy(logits, target, 255, balance=True).item() == pytest.approx(float(sum(by_class) / 2), rel=1e-5)
     assert cross_entropy(logits, target, 255).item() == pytest.approx(float(per_pixel[target != 255].mean()), rel=1e-5)
     assert cross_entropy(logits, torch.full_like(target, 255), 255, balance=True).item() == 0.0  # nothing labelled
+    classes = torch.tensor([0, 0, 0, 1, -1])  # image classes, one unlabelled: class 0 thrice, class 1 once
+    rows = logits.permute(0, 2, 3, 1).reshape(-1, 3)[:5]  # five images' logits
+    per_image = torch.nn.functional.cross_entropy(rows, classes, ignore_index=-1, reduction="none")
+    expected = (per_image[:3].mean() + per_image[3]) / 2
+    assert cross_entropy(rows, classes, -1, balance=True).item() == pytest.approx(expected.item(), rel=1e-5)
 
     # loss.semantic.balance is what the generator's term uses
     cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="mask", data__a__masks="m",

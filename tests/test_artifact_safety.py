@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
 
+from cyclecmda.augment import CycleGANTranslate
 from cyclecmda.augment.core import ArtifactError, TranslatorArtifact
 from cyclecmda.checkpoint import CheckpointError, load_checkpoint
 from cyclecmda.cli import main
@@ -129,3 +133,194 @@ def test_entries_inside_the_folder_still_load(exported, tmp_path):
     (broken / "meta.json").write_text("{not json")
     with pytest.raises(ArtifactError, match=r"meta\.json.*not valid JSON"):
         TranslatorArtifact(broken)
+
+
+# --- what a model.pt2 may hold ------------------------------------------------------------------
+
+
+class MarkerObject:
+    """Unpickling this creates ``marker``: the proof that loading ran code from the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def pickled(marker: Path) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(MarkerObject(marker), buffer)
+    return buffer.getvalue()
+
+
+def rewrite_pt2(src: Path, dst: Path, edit) -> None:
+    """Copy a .pt2 archive, entries renamed by their path below the archive's top folder."""
+    with zipfile.ZipFile(src) as archive:
+        root = archive.namelist()[0].split("/", 1)[0]
+        entries = {info.filename.split("/", 1)[1]: archive.read(info) for info in archive.infolist()}
+    edit(entries)
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in entries.items():
+            archive.writestr(f"{root}/{name}", data)
+
+
+def pickled_weight(entries, marker):
+    config = json.loads(entries["data/weights/model_weights_config.json"])
+    _, payload = next(iter(config["config"].items()))
+    payload["use_pickle"] = True
+    entries["data/weights/model_weights_config.json"] = json.dumps(config).encode()
+    entries[f"data/weights/{payload['path_name']}"] = pickled(marker)
+
+
+def pickled_constant(entries, marker):
+    config = {"config": {"evil": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True,
+                                  "tensor_meta": None}}}
+    entries["data/constants/model_constants_config.json"] = json.dumps(config).encode()
+    entries["data/constants/opaque_obj_0"] = pickled(marker)
+
+
+def pickled_inputs(entries, marker):
+    entries["data/sample_inputs/model.pt"] = pickled(marker)
+
+
+def legacy_weights(entries, marker):
+    entries["data/weights/model.pt"] = pickled(marker)
+
+
+def compiled_code(entries, marker):
+    entries["data/aotinductor/model/model.so"] = b"\x7fELF"
+
+
+@pytest.mark.parametrize("edit", [pickled_weight, pickled_constant, pickled_inputs, legacy_weights, compiled_code])
+def test_a_pt2_that_would_unpickle_or_run_code_is_refused_unloaded(exported, tmp_path, capsys, edit):
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / "art"
+    shutil.copytree(exported, folder)
+    rewrite_pt2(exported / "a2b" / "model.pt2", folder / "a2b" / "model.pt2", lambda e: edit(e, marker))
+    make_images(tmp_path / "a", 2, 3, np.uint8)
+    make_images(tmp_path / "b", 2, 1, np.uint16)
+    for argv in (["translate", str(folder / "a2b"), str(tmp_path / "a"), str(tmp_path / "out")],
+                 ["evaluate", str(folder / "a2b"), "--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"),
+                  "--features", "none"]):
+        err = one_line_error(capsys, argv)
+        assert str(folder / "a2b" / "model.pt2") in err and "was not loaded" in err, err
+        assert "Python object" in err or "compiled code" in err, err
+    transform = A.Compose([CycleGANTranslate(folder / "a2b")])
+    with pytest.raises(ArtifactError, match="was not loaded"):
+        transform(image=np.zeros((32, 32, 3), np.uint8))
+    assert not marker.exists(), "loading the artifact ran code from it"
+
+
+def test_the_refused_archive_is_not_reread_between_check_and_load(exported, tmp_path, monkeypatch):
+    """The archive is checked and loaded from one read: a file swapped in between is never loaded."""
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / "art"
+    shutil.copytree(exported / "a2b", folder)
+    evil = tmp_path / "evil.pt2"
+    rewrite_pt2(exported / "a2b" / "model.pt2", evil, lambda e: pickled_weight(e, marker))
+    import cyclecmda.augment.core as core
+
+    real = core.read_pt2
+
+    def swap_after_check(file):
+        checked = real(file)
+        shutil.copyfile(evil, file)  # the file changes after it was checked
+        return checked
+
+    monkeypatch.setattr(core, "read_pt2", swap_after_check)
+    out = TranslatorArtifact(folder)(torch.zeros(1, 3, 32, 32))
+    assert out.shape == (1, 1, 32, 32) and not marker.exists()
+
+
+def test_meta_json_that_is_a_link_out_of_the_folder_is_not_read(exported, tmp_path, capsys):
+    folder = tmp_path / "art"
+    shutil.copytree(exported / "a2b", folder)
+    other = tmp_path / "other-meta.json"
+    shutil.move(folder / "meta.json", other)
+    (folder / "meta.json").symlink_to(other)
+    with pytest.raises(ArtifactError, match=r"meta\.json is a symbolic link leading out of the artifact folder"):
+        TranslatorArtifact(folder)
+    make_images(tmp_path / "a", 2, 3, np.uint8)
+    err = one_line_error(capsys, ["translate", str(folder), str(tmp_path / "a"), str(tmp_path / "out")])
+    assert "symbolic link" in err and str(folder / "meta.json") in err
+
+
+def classifier_file(path: Path) -> Path:
+    """A classifier of 1-channel images (4 class logits) exported to `path` (.pt2 or .onnx), as a
+    task network's model file is."""
+    from torch.export import Dim
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    program = torch.export.export(net.eval(), (torch.zeros(2, 1, 32, 32),),
+                                  dynamic_shapes=({0: Dim("b", max=64), 2: Dim("h", min=2, max=512), 3: Dim("w", min=2, max=512)},))
+    if path.suffix == ".pt2":
+        torch.export.save(program, str(path))
+    else:
+        torch.onnx.export(program, dynamo=True, f=str(path), external_data=False, verbose=False)
+    return path
+
+
+@pytest.mark.parametrize("network", ["model.pt2", "model.onnx"])
+@pytest.mark.parametrize("source", ["b2a", "classifier"])
+def test_a_network_file_of_another_network_is_named_on_load(exported, tmp_path, capsys, network, source):
+    folder = tmp_path / "art"
+    shutil.copytree(exported / "a2b", folder)
+    if source == "classifier":
+        classifier_file(folder / network)
+    else:
+        shutil.copyfile(exported / "b2a" / network, folder / network)
+    runtime = "onnxruntime" if network == "model.onnx" else "torch"
+    with pytest.raises(ArtifactError) as caught:
+        TranslatorArtifact(folder, runtime=runtime)(torch.zeros(1, 3, 32, 32))
+    message = str(caught.value)
+    assert str(folder / network) in message and "meta.json" in message and "another network" in message, message
+    assert "\n" not in message
+    if runtime == "torch":
+        make_images(tmp_path / "a", 2, 3, np.uint8)
+        err = one_line_error(capsys, ["translate", str(folder), str(tmp_path / "a"), str(tmp_path / "out")])
+        assert "another network" in err and "input" in err
+
+
+def edit_meta(exported: Path, tmp_path: Path, edit) -> Path:
+    folder = tmp_path / "art"
+    shutil.copytree(exported / "a2b", folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    edit(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda m: m.pop("input"), r"the field 'input' is missing"),
+    (lambda m: m.update(size_multiple="4"), r"'size_multiple' must be an integer, got '4'"),
+    (lambda m: m["input"].update(channels="three"), r"'input\.channels' must be an integer, got 'three'"),
+    (lambda m: m["output"].update(channels=True), r"'output\.channels' must be an integer, got True"),
+    (lambda m: m.update(format_version=99), r"format_version 99 is not one this cyclecmda reads"),
+    (lambda m: m["output"].update(value_range=[5, 5]), r"'output\.value_range' must be \[lo, hi\].*lo < hi, got \[5, 5\]"),
+    (lambda m: m["input"].update(value_range=[0, "255"]), r"'input\.value_range' must be \[lo, hi\]"),
+    (lambda m: m["input"].update(bit_depth=12), r"'input\.bit_depth' must be 8 or 16, got 12"),
+    (lambda m: m.update(files="model.pt2"), r"'files' must be an object"),
+    (lambda m: m.update(task={"kind": "boxes", "classes": ["x"]}), r"'task\.kind' must be one of class, mask"),
+])
+def test_meta_json_is_checked_against_its_schema(exported, tmp_path, capsys, edit, expected):
+    folder = edit_meta(exported, tmp_path, edit)
+    with pytest.raises(ArtifactError, match=expected) as caught:
+        TranslatorArtifact(folder)
+    assert str(folder / "meta.json") in str(caught.value) and "\n" not in str(caught.value)
+    make_images(tmp_path / "a", 2, 3, np.uint8)
+    err = one_line_error(capsys, ["translate", str(folder), str(tmp_path / "a"), str(tmp_path / "out")])
+    assert "meta.json" in err
+
+
+def test_artifact_folders_that_are_not_there_say_so(exported, tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "a2b"
+    with pytest.raises(ArtifactError, match=r"a2b' does not exist"):
+        TranslatorArtifact(missing)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(ArtifactError, match=r"file' is a file, not an artifact folder"):
+        TranslatorArtifact(a_file)
+    make_images(tmp_path / "a", 2, 3, np.uint8)
+    err = one_line_error(capsys, ["translate", str(missing), str(tmp_path / "a"), str(tmp_path / "out")])
+    assert "does not exist" in err and "no meta.json" not in err

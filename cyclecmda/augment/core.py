@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import threading
-import zipfile
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -22,14 +21,12 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from cyclecmda.errors import CycleCMDAError, short_reason
+from cyclecmda.augment.artifact_checks import ArtifactError, check_meta, program_channels, read_pt2
+from cyclecmda.errors import short_reason
 from cyclecmda.images import convert_channels
 
 PathLike = Union[str, Path]
-
-
-class ArtifactError(CycleCMDAError):
-    """An exported translator folder is missing, incomplete or not ours."""
+__all__ = ["ArtifactError", "TranslatorArtifact", "load_artifact", "translate_unit", "translate_raw"]
 
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -60,20 +57,29 @@ class TranslatorArtifact:
     def __init__(self, path: PathLike, runtime: str = "torch") -> None:
         self.path = Path(path)
         self.runtime = check_runtime(runtime)
+        if not self.path.is_dir():
+            what = "does not exist" if not self.path.exists() else "is a file, not an artifact folder"
+            raise ArtifactError(
+                f"'{self.path}' {what}: an exported translator is a folder with meta.json (make one with "
+                "'cyclecmda export CHECKPOINT -o OUT_DIR', then use OUT_DIR/a2b or OUT_DIR/b2a)."
+            )
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
             raise ArtifactError(
                 f"'{self.path}' is not an exported translator: no meta.json in it "
                 "(make one with 'cyclecmda export CHECKPOINT -o OUT_DIR', then use OUT_DIR/a2b or OUT_DIR/b2a)."
             )
+        if not meta_path.resolve().is_relative_to(self.path.resolve()):
+            raise ArtifactError(
+                f"{meta_path} is a symbolic link leading out of the artifact folder; an export's meta.json must "
+                f"be inside '{self.path}', so it was not read (re-export it with 'cyclecmda export')."
+            )
         try:
-            self.meta = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{meta_path} is not valid JSON ({short_reason(exc)}); re-export it with 'cyclecmda export'.") from None
-        if not isinstance(self.meta, dict) or self.meta.get("format") != "cyclecmda.export":
-            found = self.meta.get("format") if isinstance(self.meta, dict) else None
-            raise ArtifactError(f"{meta_path} is not a cyclecmda export (format {found!r}).")
-        self.files = {kind: self._inside(meta_path, kind, name) for kind, name in self.meta.get("files", {}).items()}
+        self.meta = check_meta(meta, meta_path)
+        self.files = {kind: self._inside(meta_path, f"files.{kind}", name) for kind, name in self.meta["files"].items()}
         self.format = next((f for f in ("pt2", "torchscript") if f in self.files), None)
         if runtime == "onnxruntime":
             if "onnx" not in self.files:
@@ -91,19 +97,20 @@ class TranslatorArtifact:
         self.in_channels: int = self.meta["input"]["channels"]
         self.out_channels: int = self.meta["output"]["channels"]
         self.size_multiple: int = self.meta["size_multiple"]
-        self.min_input_size: int = int(self.meta.get("min_input_size", 1))
+        self.min_input_size: int = self.meta.get("min_input_size", 1)
         self.task: Optional[Dict] = self.meta.get("task")
         self.classes: List[str] = list(self.task["classes"]) if self.task else []
         self._modules: Dict[str, torch.nn.Module] = {}
         self._lock = threading.Lock()
 
-    def _inside(self, meta_path: Path, kind: str, name: object) -> Path:
-        """The resolved path of a ``files`` entry, which must lie inside the artifact folder."""
+    def _inside(self, meta_path: Path, key: str, name: object) -> Path:
+        """The resolved path of a file of the artifact (``key`` names the entry in messages), which
+        must lie inside the artifact folder, symbolic links followed."""
         folder = self.path.resolve()
         target = (folder / name).resolve() if isinstance(name, str) and name else None
         if target is None or target == folder or not target.is_relative_to(folder):
             raise ArtifactError(
-                f"{meta_path}: files.{kind} = {name!r} points outside the artifact folder; an export's files "
+                f"{meta_path}: {key} = {name!r} points outside the artifact folder; an export's files "
                 f"must be inside '{self.path}' (re-export it with 'cyclecmda export')."
             )
         return target
@@ -117,13 +124,26 @@ class TranslatorArtifact:
                 if self.format == "onnx":
                     check_runtime(self.runtime, key)
                     net: torch.nn.Module = OnnxRuntimeNetwork(self.files["onnx"])
-                    min_size = int(self.meta.get("onnx_min_input_size", min_size))
+                    min_size = self.meta.get("onnx_min_input_size", min_size)
+                    self._check_channels(self.files["onnx"], net.channels)
                 elif self.format == "pt2":
-                    net = _load_pt2(self.files["pt2"], key)
+                    net, channels = _load_pt2(self.files["pt2"], key)
+                    self._check_channels(self.files["pt2"], channels)
                 else:
                     net = _load_torchscript(self.files["torchscript"], key)
                 self._modules[key] = PaddedNetwork(net, self.size_multiple, min_size)
         return self._modules[key]
+
+    def _check_channels(self, file: Path, channels: Tuple[Optional[int], Optional[int]]) -> None:
+        """Refuse a network file whose input or output channels are not those meta.json states."""
+        for (found, stated), side in zip(zip(channels, (self.in_channels, self.out_channels)), ("input", "output")):
+            if found is not None and found != stated:
+                what = f"{stated} channel(s)" if side == "input" or not self.task else f"{stated} class logits"
+                raise ArtifactError(
+                    f"'{file}' has {found} {side} channel(s) but {self.path / 'meta.json'} says its {side} has "
+                    f"{what}: the network file belongs to another network (the other direction's, or a task "
+                    "network's); keep the files of one export folder together, or re-export it with 'cyclecmda export'."
+                )
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,12 +179,14 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
-        try:
-            self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        try:  # from bytes: a model that names external data files cannot reach outside its folder
+            self.session = ort.InferenceSession(file.read_bytes(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime raises its own exception types for damaged files
             raise ArtifactError(f"'{file}' is not a loadable ONNX model ({short_reason(exc)}); re-export it with "
                                 "'cyclecmda export --format pt2,onnx'.") from None
         self.input_name = self.session.get_inputs()[0].name
+        shapes = [self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape]
+        self.channels = tuple(s[1] if len(s) >= 2 and isinstance(s[1], int) else None for s in shapes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})[0]
@@ -184,21 +206,22 @@ def pad_for(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.Tensor:
     return torch.nn.functional.pad(x, [0, pad_w, 0, pad_h], mode=mode)
 
 
-def _load_pt2(file: Path, device: str) -> torch.nn.Module:
-    """An ExportedProgram's module on ``device``."""
+def _load_pt2(file: Path, device: str) -> Tuple[torch.nn.Module, Tuple[Optional[int], Optional[int]]]:
+    """An ExportedProgram's module on ``device``, and its (input, output) channels. The archive is
+    checked first (:func:`read_pt2`): nothing in it is unpickled or run."""
+    data = read_pt2(file)
     torch_export_log = logging.getLogger("torch.export")  # logs a traceback before its own error
     level = torch_export_log.level
     try:
-        if not zipfile.is_zipfile(file):
-            raise ValueError("not a .pt2 archive (a zip file)")
         torch_export_log.setLevel(logging.CRITICAL)
-        program = torch.export.load(str(file))
+        program = torch.export.load(data)
+        channels = program_channels(program)
         if device != "cpu":
             from torch.export.passes import move_to_device_pass
 
             program = move_to_device_pass(program, device)
-        return program.module()
-    except Exception as exc:  # a damaged archive fails in many types (zip, pickle, key, runtime errors)
+        return program.module(), channels
+    except Exception as exc:  # a damaged archive fails in many types (zip, key, runtime errors)
         raise ArtifactError(
             f"'{file}' is not a loadable exported program ({short_reason(exc)}); re-export it with 'cyclecmda export'."
         ) from None

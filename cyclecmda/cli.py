@@ -88,7 +88,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     directions = DIRECTIONS if args.direction == "both" else (args.direction,)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    for folder in export_checkpoint(args.checkpoint, args.out, directions, formats, task=args.task):
+    for folder in export_checkpoint(args.checkpoint, args.out, directions, formats, task=args.task,
+                                    overwrite=args.overwrite):
         print(f"exported {folder}")
     return 0
 
@@ -99,7 +100,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     summary = translate_folder(
         args.artifact, args.input, args.output, batch_size=args.batch_size, device=args.device,
         tile=args.tile, overlap=args.overlap, strength=args.strength, max_image_pixels=args.max_image_pixels,
-        units=args.units,
+        units=args.units, overwrite=args.overwrite,
     )
     print(format_summary(summary))
     return 0 if summary["translated"] > 0 else 1
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", action="store_true",
                    help="also write task_b/: the task network of a loss.semantic run, trained on translated A "
                         "images, as a standalone classifier or segmenter of B images")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an export already in the output folder (refused without it)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="FID/KID, cycle and paired errors of a checkpoint or export on test folders")
@@ -160,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", choices=["target", "input"], default="target",
                    help="target (default): the target domain's dtype and raw value range, as trained, so the "
                         "output is a dataset of that domain; input: each input's own dtype and range")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files in the output folder that have the names translations are written under "
+                        "(refused without it)")
     _add_pixel_limit(p, "images")
     p.set_defaults(func=_cmd_translate)
 

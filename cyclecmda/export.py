@@ -51,6 +51,7 @@ DEFAULT_FORMATS = ("pt2",)
 MAX_SIZE = 16384  # largest height or width an exported program takes
 TASK_SIZE_MULTIPLE = 16  # exported task networks take multiples of this (loaders pad other sizes)
 MAX_BATCH = 65536
+ARTIFACT_FILES = ("meta.json", "weights.pt", "model.pt2", "model.onnx", "model.ts")  # what an export writes
 PathLike = Union[str, Path]
 
 
@@ -96,15 +97,19 @@ def export_checkpoint(
     directions: Sequence[str] = DIRECTIONS,
     formats: Sequence[str] = DEFAULT_FORMATS,
     task: bool = False,
+    overwrite: bool = False,
 ) -> List[Path]:
     """Write one artifact folder per direction (``out_dir/a2b``, ``out_dir/b2a``), and with
-    ``task`` the B task network (``out_dir/task_b``); return them."""
+    ``task`` the B task network (``out_dir/task_b``); return them. A folder that already holds
+    an export is refused unless ``overwrite``."""
     for d in directions:
         if d not in DIRECTIONS:
             raise ExportError(f"unknown direction '{d}'; valid: a2b, b2a, both.")
     for f in formats:
         if f not in FORMATS:
             raise ExportError(f"unknown export format '{f}'; valid: {', '.join(FORMATS)}.")
+    if not overwrite:
+        _check_no_export(Path(out_dir), [*directions, *(["task_b"] if task else [])])
     ensure_writable_dir(out_dir, "export folder")  # before any work
     ckpt = load_checkpoint(checkpoint)
     if task and not ckpt.get("semantic"):
@@ -146,6 +151,17 @@ def export_checkpoint(
     if task:
         written.append(_export_task(ckpt, Path(out_dir) / "task_b", formats, digest, Path(checkpoint).name))
     return written
+
+
+def _check_no_export(out_dir: Path, folders: Sequence[str]) -> None:
+    """Raise ExportError if one of the folders under `out_dir` already holds files of an export."""
+    for name in folders:
+        found = [f for f in ARTIFACT_FILES if (out_dir / name / f).is_file()]
+        if found:
+            raise ExportError(
+                f"'{out_dir / name}' already holds an export ({', '.join(found)}); choose another output folder "
+                "(-o), or pass --overwrite to replace it."
+            )
 
 
 def _write_meta(meta: Dict[str, Any], folder: Path) -> None:

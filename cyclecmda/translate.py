@@ -169,6 +169,21 @@ def output_path(out_dir: Path, rel: Path, dtype: np.dtype, taken: Set[Path]) -> 
     return out_dir / png
 
 
+def check_outputs_free(out_dir: Path, root: Path, files: List[Path], dtypes: Tuple[np.dtype, ...]) -> None:
+    """Raise TranslateError if `out_dir` holds files that translating `files` would replace, for any
+    dtype in `dtypes` the translations may have (16-bit results of 8-bit-only formats become PNG)."""
+    taken = {p.relative_to(root) for p in files}
+    found = (output_path(out_dir, p.relative_to(root), dtype, taken) for p in files for dtype in dtypes)
+    in_the_way = [dest for dest in dict.fromkeys(found) if dest.is_file()]
+    if in_the_way:
+        n = len(in_the_way)
+        raise TranslateError(
+            f"the output folder '{out_dir}' already holds {n} file{'s' if n > 1 else ''} of the names translations "
+            f"are written under, e.g. '{in_the_way[0]}'; choose another output folder, or pass --overwrite to "
+            "replace them."
+        )
+
+
 # --- folders ----------------------------------------------------------------------------------
 
 
@@ -205,11 +220,13 @@ def translate_folder(
     progress: bool = True,
     max_image_pixels: Optional[int] = MAX_IMAGE_PIXELS,
     units: str = "target",
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
     """Translate every image under `input` (a folder, searched recursively, or one file) into `output`.
 
     ``units="target"`` writes the target domain's dtype and raw value range, ``"input"`` each
-    input's own.
+    input's own. An `output` that already holds files of the names it would write is refused
+    unless ``overwrite``.
 
     Unreadable images, and images of more than `max_image_pixels` (width x height; None or 0: no
     limit), are reported on stderr and skipped. Returns a summary: ``translated`` and
@@ -229,8 +246,11 @@ def translate_folder(
     root, files = find_images(input, exclude=out_dir)
     if out_dir.resolve() == root.resolve():
         raise TranslateError(f"the output folder '{out_dir}' is the input folder: translations would overwrite the originals.")
-    ensure_writable_dir(out_dir, "output folder")  # before any work
     artifact = load_artifact(artifact_path)
+    if not overwrite:  # before any work: a folder of real images is never replaced by accident
+        target = np.dtype(np.uint16 if artifact.meta["output"]["bit_depth"] == 16 else np.uint8)
+        check_outputs_free(out_dir, root, files, (target,) if units == "target" else (np.dtype(np.uint8), np.dtype(np.uint16)))
+    ensure_writable_dir(out_dir, "output folder")  # before any work
     if tile is not None:
         check_tiling(tile, overlap, artifact.size_multiple)
     try:  # fail on a bad artifact or device before reading any image

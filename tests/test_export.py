@@ -186,3 +186,29 @@ def test_no_default_path_prints_a_deprecation_warning(exported, tmp_path):
     notices = [f"{w.category.__name__}: {w.message} ({w.filename})" for w in caught
                if issubclass(w.category, (DeprecationWarning, FutureWarning))]
     assert not notices, notices
+
+
+def test_export_refuses_to_replace_an_existing_artifact_unless_overwrite(exported, tmp_path, capsys):
+    checkpoint = exported.parent / "run" / "latest.pt"
+    out = tmp_path / "out"
+    assert main(["export", str(checkpoint), "-o", str(out), "--direction", "b2a"]) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in (out / "b2a").iterdir()}
+    assert main(["export", str(checkpoint), "-o", str(out), "--direction", "b2a"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert str(out / "b2a") in err and "--overwrite" in err, err
+    assert {p: p.read_bytes() for p in (out / "b2a").iterdir()} == before
+    with pytest.raises(ExportError, match=r"b2a.*--overwrite"):
+        export_checkpoint(checkpoint, out, ("b2a",))
+    # a network file left without its meta.json is an artifact in the way too
+    (out / "a2b").mkdir()
+    (out / "a2b" / "model.onnx").write_bytes(b"an earlier export")
+    with pytest.raises(ExportError, match=r"model\.onnx.*--overwrite"):
+        export_checkpoint(checkpoint, out, ("a2b",))
+    assert (out / "a2b" / "model.onnx").read_bytes() == b"an earlier export"
+    # another direction beside it is not in the way; --overwrite replaces
+    assert export_checkpoint(checkpoint, tmp_path / "other", ("a2b",)) == [tmp_path / "other" / "a2b"]
+    assert main(["export", str(checkpoint), "-o", str(out), "--direction", "b2a", "--overwrite"]) == 0
+    assert export_checkpoint(checkpoint, out, ("a2b",), overwrite=True) == [out / "a2b"]
+    assert json.loads((out / "a2b" / "meta.json").read_text())["direction"] == "a2b"

@@ -252,3 +252,34 @@ def test_tiles_too_small_for_the_network_grid_are_refused():
     check_tiling(32, 8, multiple=4)
     with pytest.raises(TranslateError, match="at least 512"):
         check_tiling(300, 75, multiple=256)
+
+
+def test_an_output_folder_holding_files_of_the_same_names_is_refused_unless_overwrite(artifacts, tmp_path, capsys,
+                                                                                       monkeypatch):
+    src = tmp_path / "visible"
+    make_images(src, 3, 3, np.uint8, size=40)
+    out = tmp_path / "thermal"  # real frames that share names with the inputs
+    frames = make_images(out, 2, 1, np.uint16, size=40, seed=5)
+    (out / "notes.txt").write_text("kept")
+    before = {p: p.read_bytes() for p in frames}
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("translated before refusing the output folder")
+
+    with monkeypatch.context() as m:
+        m.setattr("cyclecmda.translate.translate_arrays", no_work)
+        assert main(["translate", str(artifacts / "a2b"), str(src), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+        assert str(out / "img_000.png") in err and "2 files" in err and "--overwrite" in err, err
+        with pytest.raises(TranslateError, match=r"img_000\.png.*--overwrite"):
+            translate_folder(artifacts / "a2b", src, out, progress=False)
+    assert {p: p.read_bytes() for p in frames} == before  # nothing replaced
+    assert sorted(p.name for p in out.iterdir()) == ["img_000.png", "img_001.png", "notes.txt"]  # nothing added
+
+    # files of other names do not stand in the way; --overwrite replaces those of the same names
+    assert translate_folder(artifacts / "a2b", src, tmp_path / "fresh", progress=False)["translated"] == 3
+    assert main(["translate", str(artifacts / "a2b"), str(src), str(out), "--overwrite"]) == 0
+    assert "translated 3, skipped 0" in capsys.readouterr().out
+    assert all(p.read_bytes() != before[p] for p in frames) and (out / "img_002.png").is_file()
+    assert translate_folder(artifacts / "a2b", src, out, overwrite=True, progress=False)["translated"] == 3

@@ -121,9 +121,12 @@ class DomainFiles:
         return self.labels.masks is not None
 
     def attach_labels(self, labels: str, masks: str, classes: Sequence[str], mask_classes: Sequence[str],
-                      test: bool = False) -> None:
-        """Read the labels and masks of these files; files with a problem follow on_bad_file."""
-        self.labels, self.classes = DomainLabels.build(self.files, self.root, labels, masks, classes, self.key, test)
+                      test: bool = False, scan: str = "header") -> None:
+        """Read the labels and masks of these files (with ``scan=full`` every mask's values are
+        checked too); files with a problem follow on_bad_file."""
+        mask_values = len(mask_classes) if scan == "full" else 0
+        self.labels, self.classes = DomainLabels.build(self.files, self.root, labels, masks, classes, self.key, test,
+                                                       mask_values)
         self.mask_classes = list(mask_classes)
         self._drop(self.labels.problems)
 
@@ -353,7 +356,8 @@ def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "tra
     files.scan(cfg.scan)
     labels, masks = (dom.labels, dom.masks) if train else (dom.test_labels, dom.test_masks)
     if labels or masks:
-        files.attach_labels(labels, masks, list(classes) or cfg.classes, cfg.mask_classes, test=not train)
+        files.attach_labels(labels, masks, list(classes) or cfg.classes, cfg.mask_classes, test=not train,
+                            scan=cfg.scan)
     files.resolve_range(dom.scale)
     return files
 

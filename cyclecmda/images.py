@@ -54,13 +54,15 @@ _PIL_MODES = {
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What a file's header says: size, channels and bit depth per channel."""
+    """What a file's header says: size, channels and bit depth per channel; ``palette``: a PNG of
+    palette indices (its channels are the palette's colours)."""
 
     width: int
     height: int
     channels: int
     bit_depth: int
     format: str
+    palette: bool = False
 
 
 def check_pixels(path: PathLike, width: int, height: int, max_pixels: Optional[int], setting: str) -> None:
@@ -115,7 +117,7 @@ def probe_image(path: PathLike, max_pixels: Optional[int] = MAX_IMAGE_PIXELS, se
         # IHDR: width, height, bit depth, colour type at byte offsets 16..25
         bits, colour = head[24], head[25]
         channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
-        return ImageInfo(w, h, channels, 16 if bits == 16 else 8, fmt)
+        return ImageInfo(w, h, channels, 16 if bits == 16 else 8, fmt, palette=colour == 3)
     if tiff_bits is not None:
         bits_t = tuple(tiff_bits) if isinstance(tiff_bits, (tuple, list)) else (int(tiff_bits),)
         bits = max(bits_t)

@@ -3,26 +3,30 @@
 Image-level classes come from a CSV of ``file,label`` rows (a header naming a ``filename`` or
 ``file`` column and a ``label`` column; labels are class indices or class names; an optional
 ``class_name`` column names the indices), or from class-named subfolders (``labels: folders``).
-A mask is a 1-channel 8-bit PNG with the same relative name as its image (``a/b.jpg`` ->
+A mask is a 1-channel 8-bit PNG (gray, or palette as VOC and annotation tools write it, whose
+palette indices are the classes) with the same relative name as its image (``a/b.jpg`` ->
 ``MASKS/a/b.png``) holding a class index per pixel; :data:`IGNORE` (255) marks pixels without one.
 
 Problems are reported per file (a missing entry, an unknown class, a missing mask, a mask of
-another size), so that ``data.on_bad_file`` can stop with them or skip those files.
+another size, and with a full scan a mask value out of range), so that ``data.on_bad_file`` can
+stop with them or skip those files.
 """
 
 from __future__ import annotations
 
 import csv
 import glob as globlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from PIL import UnidentifiedImageError
 
 from cyclecmda.errors import DataError
-from cyclecmda.images import probe_image
+from cyclecmda.images import _open_header, probe_image
 
 IGNORE = 255  # mask value of pixels that carry no class
 NO_LABEL = -1  # label of an image without one (a domain or split that has no labels)
@@ -116,10 +120,13 @@ class DomainLabels:
         classes: Sequence[str],
         key: str,
         test: bool = False,
+        mask_values: int = 0,
     ) -> Tuple["DomainLabels", List[str]]:
         """Read a split's labels (``labels``: a CSV path, ``folders``, or empty) and masks (a folder,
         or empty). Returns them with the class names, ``classes`` when given. ``key`` names the
-        domain in messages (``data.a``); ``test``: the keys are test_labels / test_masks."""
+        domain in messages (``data.a``); ``test``: the keys are test_labels / test_masks.
+        ``mask_values``: the number of mask classes, to check every mask's values now (a full
+        scan); 0 checks headers only."""
         labels_key, masks_key = (f"{key}.test_labels", f"{key}.test_masks") if test else (f"{key}.labels", f"{key}.masks")
         out = cls()
         base = image_base(root)
@@ -157,7 +164,7 @@ class DomainLabels:
             out.masks = {}
             for path, name in zip(files, names):
                 mask = (folder / name).with_suffix(".png")
-                problem = _check_mask_header(path, mask, masks_key)
+                problem = _check_mask(path, mask, masks_key, mask_values)
                 if problem:
                     out.problems.setdefault(path, problem)
                 else:
@@ -175,27 +182,45 @@ def _class_index(value: str, class_names: Sequence[str]) -> Optional[int]:
     return None
 
 
-def _check_mask_header(image: Path, mask: Path, key: str) -> Optional[str]:
+def _check_mask(image: Path, mask: Path, key: str, num_classes: int = 0) -> Optional[str]:
+    """The problem of an image's mask: its header (mode, size), and with ``num_classes`` its values."""
     if not mask.is_file():
         return f"{image}: its mask '{mask}' does not exist ({key})."
     try:
         info, image_info = probe_image(mask), probe_image(image)
     except DataError as exc:
         return str(exc)
-    if info.channels != 1 or info.bit_depth != 8:
-        return f"{mask}: a mask must be a 1-channel 8-bit PNG of class indices, got {info.channels} channel(s) at {info.bit_depth} bits."
+    if not (info.channels == 1 or info.palette) or info.bit_depth != 8:
+        return (f"{mask}: a mask must be a 1-channel 8-bit PNG of class indices (gray, or a palette's indices), "
+                f"got {info.channels} channel(s) at {info.bit_depth} bits.")
     if (info.width, info.height) != (image_info.width, image_info.height):
         return (f"{mask}: is {info.width}x{info.height} but its image '{image}' is "
                 f"{image_info.width}x{image_info.height}; a mask must have its image's size.")
+    if num_classes:
+        try:
+            read_mask(mask, num_classes, (image_info.height, image_info.width))
+        except DataError as exc:
+            return str(exc)
     return None
+
+
+def _decode_mask(data: np.ndarray) -> Optional[np.ndarray]:
+    # OpenCV expands a palette to colours; the palette indices are the classes, and PIL returns them
+    if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data.size > 25 and data[25] == 3:
+        try:
+            im = _open_header(io.BytesIO(data.tobytes()))
+            return np.asarray(im) if im.mode == "P" else None
+        except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
+            return None
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
 
 def read_mask(path: Path, num_classes: int, shape: Tuple[int, int]) -> np.ndarray:
     """(H, W) uint8 class indices of a mask, checked: its size, and values below ``num_classes`` or 255."""
     data = np.fromfile(path, dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
-    mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    mask = _decode_mask(data) if data.size else None
     if mask is None or mask.dtype != np.uint8 or mask.ndim != 2:
-        raise DataError(f"{path}: is not a readable 1-channel 8-bit mask PNG.")
+        raise DataError(f"{path}: is not a readable 1-channel 8-bit mask PNG (gray or palette).")
     if mask.shape != tuple(shape):
         raise DataError(f"{path}: is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}.")
     bad = (mask >= num_classes) & (mask != IGNORE)

@@ -82,9 +82,14 @@ def _open_header(fp: BinaryIO) -> ImageFile.ImageFile:
     """
     Image.init()
     prefix = fp.read(16)
+    if not prefix:
+        raise UnidentifiedImageError("empty file, 0 bytes")
     for fmt in Image.ID:
         factory, accept = Image.OPEN[fmt]
-        verdict = accept(prefix) if accept else True
+        try:  # some plugins' tests read more bytes than a tiny file has
+            verdict = accept(prefix) if accept else True
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
         if not verdict or isinstance(verdict, str):  # a string explains why the plugin declines
             continue
         fp.seek(0)
@@ -154,11 +159,13 @@ def read_image(path: PathLike, max_pixels: Optional[int] = MAX_IMAGE_PIXELS, set
         raise DataError(f"{path}: file does not exist.") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc}).") from None
-    size = _header_size(data) if max_pixels and data else None
+    if not data:
+        raise DataError(f"{path}: not a readable image (empty file, 0 bytes).")
+    size = _header_size(data) if max_pixels else None
     if size is not None:
         check_pixels(path, *size, max_pixels, setting)
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # OpenCV's own limit, 2**30 pixels unless raised
             raise DataError(

@@ -129,3 +129,40 @@ def test_opencvs_own_size_limit_is_a_data_error_naming_its_variable(tmp_path, mo
     monkeypatch.setattr(cv2, "imdecode", refuse)
     with pytest.raises(DataError, match=r"img_000\.png.*OPENCV_IO_MAX_IMAGE_PIXELS"):
         read_image(path, max_pixels=0)
+
+
+@pytest.mark.parametrize("size", [0, 3])
+def test_an_empty_or_few_byte_file_is_an_unreadable_image(tmp_path, size):
+    path = tmp_path / "frame.png"
+    path.write_bytes(b"\x89PN"[:size])
+    for read in (probe_image, read_image):
+        with pytest.raises(DataError) as caught:
+            read(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message, message
+        assert "not a readable image" in message or "cannot be decoded" in message, message
+        if size == 0:
+            assert message == f"{path}: not a readable image (empty file, 0 bytes)."
+
+
+def test_training_skips_an_empty_image_file_with_on_bad_file_skip_and_names_it_otherwise(tiny_config):
+    empty = Path(tiny_config.data.a.root) / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"empty\.png.*empty file, 0 bytes"):
+        dataset = build_dataset(replace(tiny_config.data, on_bad_file="skip"))
+    assert len(dataset.a) == 5 and empty not in dataset.a.files
+    with pytest.raises(DataError, match=r"empty\.png.*empty file, 0 bytes"):
+        build_dataset(tiny_config.data)
+
+
+def test_translate_skips_an_empty_image_file_with_a_warning(exported, tmp_path, capsys):
+    src = tmp_path / "src"
+    make_images(src, 2, 3, np.uint8)
+    empty = src / "empty.png"
+    empty.write_bytes(b"")
+    assert main(["translate", str(exported / "a2b"), str(src), str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    assert "translated 2, skipped 1" in out and "Traceback" not in err
+    assert f"warning: skipped {empty}: not a readable image (empty file, 0 bytes)." in err
+    assert main(["translate", str(exported / "a2b"), str(empty), str(tmp_path / "out2")]) == 1
+    assert "translated 0, skipped 1" in capsys.readouterr().out

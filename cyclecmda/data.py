@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
 from cyclecmda.errors import DataError
-from cyclecmda.labels import DomainLabels, read_mask
+from cyclecmda.labels import ClassOrder, DomainLabels, read_class_order, read_mask
 from cyclecmda.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, convertible, probe_image, read_image, to_channels
 from cyclecmda.stopping import shield_worker
 
@@ -109,7 +109,7 @@ class DomainFiles:
         self.skipped: Dict[str, str] = {}
         self.value_range = ValueRange(0.0, 1.0)  # replaced by resolve_range
         self.labels = DomainLabels()  # replaced by attach_labels
-        self.classes: List[str] = []
+        self.classes: ClassOrder = ClassOrder()
         self.mask_classes: List[str] = []
 
     @property
@@ -122,8 +122,8 @@ class DomainFiles:
 
     def attach_labels(self, labels: str, masks: str, classes: Sequence[str], mask_classes: Sequence[str],
                       test: bool = False, scan: str = "header") -> None:
-        """Read the labels and masks of these files (with ``scan=full`` every mask's values are
-        checked too); files with a problem follow on_bad_file."""
+        """Read the labels and masks of these files (``classes``: the class order, if one is set; with
+        ``scan=full`` every mask's values are checked too); files with a problem follow on_bad_file."""
         mask_values = len(mask_classes) if scan == "full" else 0
         self.labels, self.classes = DomainLabels.build(self.files, self.root, labels, masks, classes, self.key, test,
                                                        mask_values)
@@ -343,11 +343,24 @@ class UnpairedDataset(Dataset):
         return item
 
 
+def class_order(cfg: DataConfig) -> ClassOrder:
+    """The class index order of a data config: data.classes, else the one the first labels file
+    defines (data.a.labels, then data.b.labels, then the test labels in that order)."""
+    if cfg.classes:
+        return ClassOrder(cfg.classes)
+    for key, root, labels in (("data.a.labels", cfg.a.root, cfg.a.labels), ("data.b.labels", cfg.b.root, cfg.b.labels),
+                              ("data.a.test_labels", cfg.a.test_root, cfg.a.test_labels),
+                              ("data.b.test_labels", cfg.b.test_root, cfg.b.test_labels)):
+        if labels:
+            return read_class_order(labels, root, key)
+    return ClassOrder()
+
+
 def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "train",
                  classes: Sequence[str] = ()) -> DomainFiles:
     """List, check and range-resolve the files of one domain ('train' uses root, 'test' test_root),
-    with their labels and masks where configured (class names: ``classes``, else data.classes, else
-    the labels')."""
+    with their labels and masks where configured (class order: ``classes``, else data.classes, else
+    the one these labels define)."""
     train = split == "train"
     root_key = f"{key}.root" if train else f"{key}.test_root"
     root = dom.root if train else dom.test_root
@@ -356,17 +369,21 @@ def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "tra
     files.scan(cfg.scan)
     labels, masks = (dom.labels, dom.masks) if train else (dom.test_labels, dom.test_masks)
     if labels or masks:
-        files.attach_labels(labels, masks, list(classes) or cfg.classes, cfg.mask_classes, test=not train,
-                            scan=cfg.scan)
+        order = classes if classes else ClassOrder(cfg.classes)
+        files.attach_labels(labels, masks, order, cfg.mask_classes, test=not train, scan=cfg.scan)
     files.resolve_range(dom.scale)
     return files
 
 
 def build_dataset(cfg: DataConfig, seed: int = 0, split: str = "train") -> UnpairedDataset:
-    """The unpaired dataset of a config's data section, checked before any training starts."""
-    a = build_domain("data.a", cfg.a, cfg, split)
-    b = build_domain("data.b", cfg.b, cfg, split, classes=a.classes)
+    """The unpaired dataset of a config's data section, checked before any training starts.
+
+    Training labels define the class order (:func:`class_order`) as they are read; a test split reads
+    its labels through the order of the training ones."""
     train = split == "train"
+    order = ClassOrder(cfg.classes) if train else class_order(cfg)
+    a = build_domain("data.a", cfg.a, cfg, split, classes=order)
+    b = build_domain("data.b", cfg.b, cfg, split, classes=a.classes or order)
     return UnpairedDataset(
         a,
         b,

@@ -40,11 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda.config import Config, DataConfig, DomainConfig, SemanticConfig, TaskConfig
-from cyclecmda.data import DomainFiles
+from cyclecmda.data import DomainFiles, class_order
 from cyclecmda.checkpoint import CheckpointError
 from cyclecmda.errors import DataError
 from cyclecmda.images import probe_image
-from cyclecmda.labels import IGNORE, NO_LABEL, DomainLabels, read_mask
+from cyclecmda.labels import IGNORE, NO_LABEL, ClassOrder, DomainLabels, read_mask
 from cyclecmda.models.task import TaskNetwork, build_task_network, task_network_spec
 from cyclecmda.replay import ReplayMemory
 
@@ -342,12 +342,20 @@ def batch_targets(batch: Dict[str, object], side: str, kind: str, like: torch.Te
 
 def test_targets(files: List[Path], dom: DomainConfig, data: DataConfig, key: str, kind: str,
                  classes: List[str]) -> Optional[torch.Tensor]:
-    """Labels (N,) or masks (N, S, S) of test images, prepared like them; None without any."""
+    """Labels (N,) or masks (N, S, S) of test images, prepared like them; None without any.
+
+    Test labels are read through the training labels' class order (``classes``, and where that
+    order came from: data.classes or the first labels file)."""
     source = dom.test_labels if kind == "class" else dom.test_masks
     if not source:
         return None
+    order: List[str] = []
+    if kind == "class":
+        order = classes if isinstance(classes, ClassOrder) else class_order(data)
+        if list(order) != list(classes):
+            order = ClassOrder(classes, "the task networks' classes")
     found, _ = DomainLabels.build(files, dom.test_root, source if kind == "class" else "",
-                                  source if kind == "mask" else "", classes, key, test=True)
+                                  source if kind == "mask" else "", order, key, test=True)
     if found.problems:
         problems = list(found.problems.values())
         raise DataError(f"{len(problems)} held-out image(s) of {key} have no usable label, e.g. {problems[0]}")

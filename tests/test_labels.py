@@ -68,7 +68,7 @@ def test_class_named_subfolders_are_labels(tiny_config, tmp_path):
 
 def test_label_errors_name_the_file_and_skip_drops_only_it(tiny_config, rgb8_dir, tmp_path):
     files = names(rgb8_dir)
-    missing = write_labels(tmp_path / "missing.csv", [(n, 0) for n in files[1:]] + [(files[1], 1)])
+    missing = write_labels(tmp_path / "missing.csv", [(n, i % 2) for i, n in enumerate(files[1:])])
     with pytest.raises(DataError, match=rf"(?s){files[0]}: has no label \(data\.a\.labels: .*missing\.csv has no row for it\).*on_bad_file=skip"):
         dataset(tiny_config, data__a__labels=missing)
     with pytest.warns(UserWarning, match=files[0]):

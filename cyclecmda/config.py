@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, Node, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cyclecmda.errors import ConfigError, did_you_mean
@@ -216,8 +217,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# Closed sets of values. Registry-backed keys (model.gen.arch, model.disc.arch) are checked by
-# the registries themselves, so adding a network needs no change here.
+# Closed sets of values. Registry-backed keys (model.gen.arch, model.disc.arch, model.task.arch)
+# are checked against the registries themselves (_check_networks), so adding a network needs no
+# change here.
 CHOICES: Dict[str, Sequence[Any]] = {
     "data.a.channels": (1, 3),
     "data.b.channels": (1, 3),
@@ -260,6 +262,35 @@ def _resolve_type(name: str) -> Any:
     return globals().get(name)
 
 
+def _field_type(key: str) -> Any:
+    """The type annotation of a dotted key of the schema (None if there is no such key)."""
+    section, _, name = key.rpartition(".")
+    node = _schema_node(section)
+    if node is None or not dataclasses.is_dataclass(node):
+        return None
+    return typing.get_type_hints(node).get(name)
+
+
+def _expected(hint: Any) -> str:
+    """What a value of this type looks like, in words."""
+    if typing.get_origin(hint) is Union:
+        hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    origin = typing.get_origin(hint)
+    if origin in (list, List):
+        return "a list, e.g. [a,b] ([] for an empty one)"
+    if origin in (dict, Dict):
+        return "a mapping of keys to values"
+    if dataclasses.is_dataclass(hint):
+        return f"a section of keys ({', '.join(f.name for f in dataclasses.fields(hint))})"
+    return {str: "text", int: "an integer", float: "a number",
+            bool: "true or false"}.get(hint, "a value")
+
+
+def _is_scalar_list(hint: Any) -> bool:
+    args = typing.get_args(hint)
+    return typing.get_origin(hint) in (list, List) and len(args) == 1 and args[0] in (str, int, float, bool)
+
+
 def _valid_keys(section: str) -> List[str]:
     node = _schema_node(section)
     if node is None or not dataclasses.is_dataclass(node):
@@ -267,11 +298,24 @@ def _valid_keys(section: str) -> List[str]:
     return [f.name for f in dataclasses.fields(node)]
 
 
+OVERRIDES = "command-line override"  # the source that errors of key=value arguments name
+
+
 def _translate(exc: OmegaConfBaseException, source: str) -> ConfigError:
     """Turn an OmegaConf exception into a ConfigError that names the key and valid keys."""
     full_key = str(getattr(exc, "full_key", "") or "")
     where = f" (in {source})" if source else ""
     msg = str(getattr(exc, "msg", "") or exc).split("\n")[0]
+    value = getattr(exc, "value", "")
+    empty = value is None or isinstance(value, Node) and value._is_none()
+    if empty and ("Incompatible value 'None'" in msg or "is not Optional" in msg):
+        # `key=` on the command line, or `key:` with nothing after it in YAML
+        hint = _field_type(full_key)
+        text = ""
+        if hint is str:
+            quoted = f"""'{full_key}=""'""" if source == OVERRIDES else '""'
+            text = f"; for empty text write {quoted}"
+        return ConfigError(f"config key '{full_key}' has an empty value{where}; it expects {_expected(hint)}{text}.")
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
         section, _, key = full_key.rpartition(".")
         valid = _valid_keys(section)
@@ -456,10 +500,40 @@ def _check_transform(key: str, t: TransformConfig) -> None:
         raise ConfigError(f"{key}: albumentations.{t.name}(**{dict(t.params)}) failed: {exc}") from None
 
 
-def validate(cfg: Config) -> Config:
-    """Check choices and value ranges; raise ConfigError naming the key."""
+def _check_networks(model: ModelConfig) -> None:
+    """Network names must be registered (networks registered by the user's own code count too)."""
+    from cyclecmda.models import DISCRIMINATORS, GENERATORS
+    from cyclecmda.models.task import TASK_NETWORKS, TORCHVISION_PREFIX
+
+    for key, registry, name in (("model.gen.arch", GENERATORS, model.gen.arch),
+                                ("model.disc.arch", DISCRIMINATORS, model.disc.arch)):
+        try:
+            registry.get(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    arch = model.task.arch
+    if arch.startswith(TORCHVISION_PREFIX):
+        import torchvision
+
+        available = torchvision.models.list_models()
+        if arch[len(TORCHVISION_PREFIX):] not in available:
+            raise ConfigError(
+                f"model.task.arch: '{arch}' is not a torchvision model; e.g. {TORCHVISION_PREFIX}resnet18, "
+                f"{TORCHVISION_PREFIX}lraspp_mobilenet_v3_large."
+                + did_you_mean(arch, [TORCHVISION_PREFIX + m for m in available])
+            )
+    elif arch != "auto" and arch not in TASK_NETWORKS:
+        valid = ["auto", *TASK_NETWORKS.names()]
+        raise ConfigError(f"model.task.arch: unknown task network '{arch}'; valid: {', '.join(valid)}, "
+                          f"{TORCHVISION_PREFIX}<model name>." + did_you_mean(arch, valid))
+
+
+def validate(cfg: Config, networks: bool = True) -> Config:
+    """Check choices, value ranges and (with `networks`) network names; raise ConfigError naming the key."""
     _check_choices(cfg)
     _check_values(cfg)
+    if networks:
+        _check_networks(cfg.model)
     return cfg
 
 
@@ -470,6 +544,9 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     merged = OmegaConf.create()
     for item in overrides:
         key, value = item.split("=", 1)
+        bare = value.strip() and not value.lstrip().startswith("[") and value.strip() not in ("null", "Null", "NULL", "~")
+        if bare and _is_scalar_list(_field_type(key)):
+            item = f"{key}=[{value}]"  # a comma-separated list: data.mask_classes=background,person
         try:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
         except (yaml.YAMLError, OmegaConfBaseException) as exc:
@@ -483,6 +560,8 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
 
 def _read_yaml(path: Path) -> DictConfig:
     if not path.is_file():
+        if _looks_like_key(str(path)):
+            raise ConfigError(_missing_equals(str(path)))
         raise ConfigError(f"config file '{path}' does not exist.")
     try:
         loaded = OmegaConf.load(path)
@@ -507,7 +586,7 @@ def load_config(
         try:
             merged = OmegaConf.merge(merged, _parse_overrides(overrides))
         except OmegaConfBaseException as exc:
-            raise _translate(exc, "command-line override") from None
+            raise _translate(exc, OVERRIDES) from None
     try:
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -523,7 +602,8 @@ def config_from_dict(data: Dict[str, Any]) -> Config:
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise _translate(exc, "stored config") from None
-    return validate(cfg)
+    # no registry check: stored networks are rebuilt from their own specs, and exports need no registry
+    return validate(cfg, networks=False)
 
 
 def to_dict(cfg: Any) -> Dict[str, Any]:
@@ -545,8 +625,33 @@ def save_config(cfg: Config, path: Union[str, Path]) -> Path:
     return path
 
 
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def split_cli_args(args: Sequence[str]) -> tuple[List[str], List[str]]:
-    """Separate YAML paths from ``key=value`` overrides in a command line."""
+    """Separate YAML paths from ``key=value`` overrides in a command line.
+
+    An argument that is no file but reads as a config key (``train.max_steps 10``) raises
+    ConfigError: an override whose '=' is missing.
+    """
+    for i, arg in enumerate(args):
+        if "=" not in arg and not Path(arg).is_file() and _looks_like_key(arg):
+            value = args[i + 1] if i + 1 < len(args) else None
+            if value is not None and ("=" in value or value.endswith(_CONFIG_SUFFIXES) or _looks_like_key(value)):
+                value = None  # the next argument is not this key's value
+            raise ConfigError(_missing_equals(arg, value))
     paths = [a for a in args if "=" not in a]
     overrides = [a for a in args if "=" in a]
     return paths, overrides
+
+
+def _looks_like_key(text: str) -> bool:
+    """Whether `text` reads as a dotted config key (or a top-level section), not a file name."""
+    parts = text.split(".")
+    return (not text.endswith(_CONFIG_SUFFIXES) and parts[0] in _valid_keys("")
+            and all(re.fullmatch(r"[A-Za-z_]\w*", p) for p in parts))
+
+
+def _missing_equals(key: str, value: Optional[str] = None) -> str:
+    example = f"{key}={value if value is not None else 'VALUE'}" if "." in key else f"{key}.KEY=VALUE"
+    return f"'{key}' is not a config file: it looks like a key=value override missing '='; did you mean {example}?"

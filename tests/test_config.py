@@ -157,3 +157,81 @@ def test_best_metric_that_validation_would_not_compute_is_refused_before_trainin
                "eval/task_real_a": ["loss.semantic.kind=class", "data.a.labels=l.csv", "data.a.test_labels=t.csv"]}
     assert load_config([], base + enabled[metric]).train.best_metric == metric
     assert load_config([], base[1:] + [f"train.best_metric={metric}"]).train.eval_every is None  # no validation: no check
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["train.max_steps", "10"], "did you mean train.max_steps=10?"),
+    (["data.a.root", "/data/visible"], "did you mean data.a.root=/data/visible?"),
+    (["train.max_steps"], "did you mean train.max_steps=VALUE?"),
+    (["train"], "did you mean train.KEY=VALUE?"),
+])
+def test_an_override_missing_its_equals_sign_is_named_as_one(tmp_path, capsys, argv, hint):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("train:\n  log_every: 5\n")
+    for command in ("config", "train"):
+        assert main([command, str(cfg), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+        assert f"'{argv[0]}'" in err and "missing '='" in err and hint in err and "does not exist" not in err, err
+    # a missing YAML file is still named as one
+    assert main(["config", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file" in capsys.readouterr().err
+
+
+def test_list_keys_take_comma_separated_values():
+    cfg = load_config([], ["data.mask_classes=background,person", "data.classes=cat, dog",
+                           "data.extensions=.png,.tif", "loss.nce_layers=2,3", "train.export_formats=pt2"])
+    assert cfg.data.mask_classes == ["background", "person"] and cfg.data.classes == ["cat", "dog"]
+    assert cfg.data.extensions == [".png", ".tif"] and cfg.loss.nce_layers == [2, 3]
+    assert cfg.train.export_formats == ["pt2"]
+    assert load_config([], ["data.mask_classes=[background,person]"]).data.mask_classes == ["background", "person"]
+    with pytest.raises(ConfigError, match=r"loss\.nce_layers"):
+        load_config([], ["loss.nce_layers=2,x"])
+
+
+@pytest.mark.parametrize("override, expects", [
+    ("data.demo_dir=", "text"),
+    ("data.load_size=", "an integer"),
+    ("loss.lambda_a=", "a number"),
+    ("data.flip=", "true or false"),
+    ("data.mask_classes=", "a list"),
+])
+def test_an_empty_value_is_named_as_empty_with_the_type_expected(override, expects, tmp_path):
+    key = override[:-1]
+    with pytest.raises(ConfigError) as caught:
+        load_config([], [override])
+    message = str(caught.value)
+    assert f"'{key}' has an empty value" in message and expects in message and "None" not in message, message
+    section, _, name = key.partition(".")
+    inner, _, leaf = name.partition(".")
+    yaml_file = tmp_path / "empty.yaml"
+    yaml_file.write_text(f"{section}:\n  {inner}:\n" if not leaf else f"{section}:\n  {inner}:\n    {leaf}:\n")
+    with pytest.raises(ConfigError, match=rf"'{re.escape(key)}' has an empty value \(in .*empty\.yaml\)"):
+        load_config([yaml_file])
+    assert load_config([], ["train.max_steps="]).train.max_steps is None  # a key that takes null keeps taking it
+
+
+@pytest.mark.parametrize("override, kind, suggestion", [
+    ("model.gen.arch=resnet_9block", "generator", "resnet_9blocks"),
+    ("model.disc.arch=patchgn", "discriminator", "patchgan"),
+    ("model.task.arch=small_clasifier", "task network", "small_classifier"),
+])
+def test_unknown_network_names_are_refused_by_config_as_by_train(override, kind, suggestion, capsys, tmp_path):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as caught:
+        load_config([], [override])
+    message = str(caught.value)
+    assert f"unknown {kind} '{value}'" in message and key in message and "valid:" in message, message
+    assert f"Did you mean '{suggestion}'?" in message
+    assert main(["config", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"unknown {kind}" in err and suggestion in err
+    assert main(["train", override, f"run.out_dir={tmp_path}"]) == 2
+    assert f"unknown {kind}" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_torchvision_task_networks_are_checked_by_name():
+    assert load_config([], ["model.task.arch=torchvision.resnet18"]).model.task.arch == "torchvision.resnet18"
+    with pytest.raises(ConfigError, match=r"model\.task\.arch.*torchvision\.resnet19.*not a torchvision model"):
+        load_config([], ["model.task.arch=torchvision.resnet19"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import re
 import shutil
@@ -139,8 +140,10 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
 def _load_failure(path: Path, exc: Exception) -> str:
     """One line for torch.load's refusal, never its advice to load with ``weights_only=False``."""
     text = str(exc)
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if found or "Unsupported global" in text:
+    # torch names the class or function the pickle would call: "Unsupported global: GLOBAL x was not an
+    # allowed global" or, for modules it blocks (os, subprocess, ...), "unsupported GLOBAL x whose module is blocked"
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)
+    if found or isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in text:
         what = f" ({found.group(1)})" if found else ""
         return (
             f"'{path}' holds Python objects beyond tensors and plain values{what}, which cyclecmda never "

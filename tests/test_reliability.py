@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from cyclecmda.checkpoint import load_checkpoint
+from cyclecmda.checkpoint import CheckpointError, load_checkpoint
 from cyclecmda.cli import main
 from cyclecmda.trainer import Trainer, TrainingDiverged, train
 from tb import scalars
@@ -206,3 +206,37 @@ def test_in_loop_metrics_of_a_bf16_run_equal_those_of_evaluate(tiny_config, imag
     offline = compute_metrics(tr.directions, real, paired=True, extractor=_TinyFeatures())
     for key in ("fid_a2b", "kid_b2a", "paired_l1_a2b", "paired_l1_b2a", "cycle_l1_a"):
         assert logged[f"eval/{key}"][2] == pytest.approx(offline[key], rel=1e-5, abs=1e-6), key
+
+
+class RunsCode:
+    """Unpickled by a plain pickle load, calls ``call(*args)``: how a malicious checkpoint runs code."""
+
+    def __init__(self, call, args) -> None:
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+@pytest.mark.parametrize("call", ["os.system", "exec"])
+def test_a_checkpoint_that_would_run_code_is_refused_as_python_objects_and_never_run(tmp_path, capsys, call):
+    marker = tmp_path / "code_ran"
+    payload = (RunsCode(os.system, (f"touch '{marker}'",)) if call == "os.system"
+               else RunsCode(exec, (f"open({str(marker)!r}, 'w').close()",)))
+    path = tmp_path / "latest.pt"
+    torch.save({"format": "cyclecmda.checkpoint", "format_version": 2, "state": payload}, path)
+    torch.load(path, weights_only=False)  # the payload is live: an unrestricted load runs it
+    assert marker.exists()
+    marker.unlink()
+
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "holds Python objects" in message and "can run code" in message and "damaged" not in message, message
+    assert call.split(".")[-1] in message and str(path) in message and "\n" not in message
+    for argv in (["export", str(path), "-o", str(tmp_path / "out")],
+                 ["evaluate", str(path), "--a", str(tmp_path), "--b", str(tmp_path), "--features", "none"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "holds Python objects" in err and "weights_only" not in err, err
+    assert not marker.exists()

@@ -63,10 +63,10 @@ def _add_pixel_limit(parser: argparse.ArgumentParser, what: str) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cyclecmda.evaluate import evaluate, features_record, format_table, write_json
+    from cyclecmda.evaluate import check_source, evaluate, features_record, format_table, write_json
     from cyclecmda.files import ensure_writable_dir
 
-    path = Path(args.path)
+    path = check_source(args.path)  # before the output folder is made
     out = Path(args.json) if args.json else (path if path.is_dir() else path.parent) / "evaluation.json"
     # before any work: metrics that cannot be written are not worth computing
     ensure_writable_dir(out.parent, "--json" if args.json else "where evaluation.json goes; choose another with --json")

@@ -47,9 +47,17 @@ class Translators:
         return self
 
 
+def check_source(path: Union[str, Path]) -> Path:
+    """Raise CycleCMDAError unless `path` exists (what it holds is checked when it is loaded)."""
+    path = Path(path)
+    if not path.exists():
+        raise CycleCMDAError(f"'{path}' does not exist; give a checkpoint (.pt) or an export folder.")
+    return path
+
+
 def load_translators(path: Union[str, Path], device: str = "cpu") -> Translators:
     """Both generators of a checkpoint, or the exported translators under a folder."""
-    path = Path(path)
+    path = check_source(path)
     if path.is_file():
         ckpt = load_checkpoint(path)
         nets: Dict[str, nn.Module] = {}

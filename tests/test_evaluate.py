@@ -221,3 +221,17 @@ def test_evaluate_errors_are_clear(exported, paired_dirs, tmp_path, capsys):
                  "--features-weights", str(missing)])
     err = capsys.readouterr().err
     assert code == 2 and str(missing) in err and "--features-weights" in err
+
+
+def test_a_missing_checkpoint_is_named_before_any_folder_is_made(paired_dirs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["evaluate", "no/such/dir/ck.pt", "--a", str(paired_dirs[0]), "--b", str(paired_dirs[1]),
+                  "--features", "none"],
+                 ["evaluate", "no/such/dir/ck.pt", "--json", "results/metrics.json", "--features", "none"],
+                 ["evaluate", "no/such/export/", "--features", "none"]):
+        assert main(argv) == 2
+        assert not (tmp_path / "no").exists() and not (tmp_path / "results").exists()
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "does not exist" in err and argv[1].rstrip("/") in err, err
+    with pytest.raises(CycleCMDAError, match=r"no/such/dir/ck\.pt.*does not exist"):
+        evaluate("no/such/dir/ck.pt", str(paired_dirs[0]), str(paired_dirs[1]))

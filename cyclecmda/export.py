@@ -29,22 +29,25 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda import __version__
+from cyclecmda.augment.artifact_checks import FORMAT, FORMAT_VERSION
 from cyclecmda.checkpoint import atomic_torch_save, load_checkpoint
 from cyclecmda.cyclegan import build_network
 from cyclecmda.errors import CycleCMDAError, short_reason
 from cyclecmda.files import OutputError, ensure_writable_dir, output_error, sha256_of
 
-EXPORT_FORMAT = "cyclecmda.export"
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT = FORMAT  # meta.json's marker and the newest layout, as the loaders check them
+EXPORT_FORMAT_VERSION = FORMAT_VERSION
 DIRECTIONS = ("a2b", "b2a")
 FORMATS = ("pt2", "torchscript", "onnx")
 DEFAULT_FORMATS = ("pt2",)
@@ -108,49 +111,81 @@ def export_checkpoint(
     for f in formats:
         if f not in FORMATS:
             raise ExportError(f"unknown export format '{f}'; valid: {', '.join(FORMATS)}.")
+    names = [*directions, *(["task_b"] if task else [])]
     if not overwrite:
-        _check_no_export(Path(out_dir), [*directions, *(["task_b"] if task else [])])
-    ensure_writable_dir(out_dir, "export folder")  # before any work
-    ckpt = load_checkpoint(checkpoint)
+        _check_no_export(Path(out_dir), names)
+    ckpt = load_checkpoint(checkpoint)  # before anything is created
     if task and not ckpt.get("semantic"):
         raise ExportError(f"'{checkpoint}' holds no task network: --task needs a run trained with "
                           "loss.semantic.kind=class or mask.")
+    ensure_writable_dir(out_dir, "export folder")
     digest = sha256_of(checkpoint)
-    written = []
-    for direction in directions:
-        name = "gen_ab" if direction == "a2b" else "gen_ba"
-        spec = ckpt["networks"][name]
-        gen = build_network(spec)
-        gen.load_state_dict(ckpt["state"][name])
-        gen.eval()
-        src, dst = ("a", "b") if direction == "a2b" else ("b", "a")
-        folder = Path(out_dir) / direction
-        ensure_writable_dir(folder, "export folder")
-        in_channels = spec["args"]["in_channels"]
-        files, min_size = _save_formats(gen, PaddedTranslator(gen, gen.size_multiple), in_channels,
-                                        gen.size_multiple, formats, folder, "translated")
-        meta = {
-            "format": EXPORT_FORMAT,
-            "format_version": EXPORT_FORMAT_VERSION,
-            "direction": direction,
-            "input": _side(ckpt["config"], ckpt["value_ranges"], src),
-            "output": _side(ckpt["config"], ckpt["value_ranges"], dst),
-            "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input; the inverse on output",
-            "size_multiple": int(gen.size_multiple),
-            # model.pt2 and model.onnx take H, W: multiples of size_multiple, at least min_input_size
-            "min_input_size": min_size,
-            "onnx_min_input_size": min_size,
-            "network": spec,
-            "files": files,
-            "package_version": __version__,
-            "checkpoint": {"file": Path(checkpoint).name, "sha256": digest, "step": ckpt["progress"]["step"]},
-            "config": ckpt["config"],
-        }
-        _write_meta(meta, folder)
-        written.append(folder)
-    if task:
-        written.append(_export_task(ckpt, Path(out_dir) / "task_b", formats, digest, Path(checkpoint).name))
-    return written
+    with _staging(Path(out_dir)) as stage:  # a failed export leaves nothing behind
+        for direction in directions:
+            _export_generator(ckpt, direction, stage / direction, formats, digest, Path(checkpoint).name)
+        if task:
+            _export_task(ckpt, stage / "task_b", formats, digest, Path(checkpoint).name)
+        return [_publish(stage / name, Path(out_dir) / name) for name in names]
+
+
+def _export_generator(ckpt: Dict[str, Any], direction: str, folder: Path, formats: Sequence[str], digest: str,
+                      name: str) -> Path:
+    """One direction's generator as an artifact folder."""
+    key = "gen_ab" if direction == "a2b" else "gen_ba"
+    spec = ckpt["networks"][key]
+    gen = build_network(spec)
+    gen.load_state_dict(ckpt["state"][key])
+    gen.eval()
+    src, dst = ("a", "b") if direction == "a2b" else ("b", "a")
+    ensure_writable_dir(folder, "export folder")
+    in_channels = spec["args"]["in_channels"]
+    files, min_size = _save_formats(gen, PaddedTranslator(gen, gen.size_multiple), in_channels,
+                                    gen.size_multiple, formats, folder, "translated")
+    meta = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "direction": direction,
+        "input": _side(ckpt["config"], ckpt["value_ranges"], src),
+        "output": _side(ckpt["config"], ckpt["value_ranges"], dst),
+        "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input; the inverse on output",
+        "size_multiple": int(gen.size_multiple),
+        # model.pt2 and model.onnx take H, W: multiples of size_multiple, at least min_input_size
+        "min_input_size": min_size,
+        "onnx_min_input_size": min_size,
+        "network": spec,
+        "files": files,
+        "package_version": __version__,
+        "checkpoint": {"file": name, "sha256": digest, "step": ckpt["progress"]["step"]},
+        "config": ckpt["config"],
+    }
+    _write_meta(meta, folder)
+    return folder
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder beside the artifacts that they are written into, removed at the end."""
+    stage = out_dir / f".export-{os.getpid()}.tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(new: Path, dest: Path) -> Path:
+    """Move a complete artifact folder into place, replacing what was there only once it is complete."""
+    old = dest.with_name(f".{dest.name}-{os.getpid()}.old")
+    try:
+        if dest.is_dir() and not dest.is_symlink():
+            dest.replace(old)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        new.replace(dest)
+    except OSError as exc:
+        raise output_error(exc, dest, "export folder") from None
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 def _check_no_export(out_dir: Path, folders: Sequence[str]) -> None:

@@ -607,7 +607,7 @@ class Trainer:
                         from cyclecmda.export import export_checkpoint
 
                         folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats,
-                                                    task=self.model.semantic is not None)
+                                                    task=self.model.semantic is not None, overwrite=True)
                         monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
                     monitor.hparams(_hparams(cfg, self.precision), {f"final/{k.replace('/', '_')}": v
                                                     for k, v in self.last_values.items() if k.startswith(("loss/", "disc/"))})

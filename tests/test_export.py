@@ -157,6 +157,43 @@ def test_export_on_finish(tiny_config):
     for direction in ("a2b", "b2a"):
         meta = json.loads((result.run_dir / "export" / direction / "meta.json").read_text())
         assert meta["checkpoint"]["step"] == 2 and (result.run_dir / "export" / direction / "model.pt2").is_file()
+    # resumed and trained further, the run replaces its own export when it finishes again
+    longer = replace(cfg, train=replace(cfg.train, max_steps=3, resume="auto"))
+    again = train(longer)
+    assert again.step == 3 and not again.interrupted
+    meta = json.loads((again.run_dir / "export" / "a2b" / "meta.json").read_text())
+    assert meta["checkpoint"]["step"] == 3
+
+
+def test_a_failed_export_leaves_nothing_behind_and_keeps_the_previous_one(exported, tmp_path, monkeypatch):
+    import cyclecmda.export as export
+
+    checkpoint = exported.parent / "run" / "latest.pt"
+    out = tmp_path / "out"
+    export_checkpoint(checkpoint, out, directions=("a2b",))
+    before = {p.name: p.read_bytes() for p in (out / "a2b").iterdir()}
+
+    def no_onnx(*args, **kwargs):
+        raise ExportError("ONNX export needs the 'onnx' and 'onnxscript' packages")
+
+    monkeypatch.setattr(export, "_save_onnx", no_onnx)
+    for target in (tmp_path / "fresh", out):
+        with pytest.raises(ExportError, match="ONNX"):
+            export_checkpoint(checkpoint, target, formats=("pt2", "onnx"), overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == []  # no half-written artifact
+    assert sorted(p.name for p in out.iterdir()) == ["a2b"]
+    assert {p.name: p.read_bytes() for p in (out / "a2b").iterdir()} == before
+    # an export that succeeds replaces the previous one whole
+    monkeypatch.undo()
+    export_checkpoint(checkpoint, out, directions=("a2b",), formats=("pt2", "onnx"), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["a2b"]
+    assert {"model.onnx", "model.pt2", "meta.json", "weights.pt"} <= {p.name for p in (out / "a2b").iterdir()}
+
+
+def test_export_of_a_missing_checkpoint_creates_no_folder(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "new" / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 def test_no_default_path_prints_a_deprecation_warning(exported, tmp_path):

@@ -91,10 +91,10 @@ def build_untrained_artifact(out_dir: Path, backends: Sequence[str] = BACKENDS) 
     path = atomic_torch_save(ckpt, out_dir / "untrained.pt")
     formats = tuple(dict.fromkeys(FORMAT_OF[b] for b in backends if b in FORMAT_OF)) or ("pt2",)
     try:
-        folders = export_checkpoint(path, out_dir / "export", ("a2b",), formats)
+        folders = export_checkpoint(path, out_dir / "export", ("a2b",), formats, overwrite=True)
     except ExportError:  # no onnx package: the ONNX backend is reported as unavailable
         without_onnx = tuple(f for f in formats if f != "onnx") or ("pt2",)
-        folders = export_checkpoint(path, out_dir / "export", ("a2b",), without_onnx)
+        folders = export_checkpoint(path, out_dir / "export", ("a2b",), without_onnx, overwrite=True)
     return folders[0]
 
 

@@ -48,8 +48,8 @@ def check_meta(meta: Any, where: Path) -> Dict[str, Any]:
     version = _field(meta, "format_version", int, where)
     if not 1 <= version <= FORMAT_VERSION:
         raise ArtifactError(
-            f"{where}: format_version {version} is not one this cyclecmda reads (1 to {FORMAT_VERSION}); "
-            "it was written by another version: upgrade cyclecmda, or re-export the checkpoint with this one."
+            f"{where}: format_version {version} is not one this cyclecmda reads ({_versions()}); it was written "
+            "by another version: upgrade cyclecmda, or re-export the checkpoint with this one."
         )
     _field(meta, "direction", str, where)
     task = meta.get("task")
@@ -70,6 +70,10 @@ def check_meta(meta: Any, where: Path) -> Dict[str, Any]:
             raise ArtifactError(f"{where}: files.{kind} must be a file name inside the artifact folder, got {name!r}.")
     _field(meta, "config", dict, where)
     return meta
+
+
+def _versions() -> str:
+    return "1" if FORMAT_VERSION == 1 else f"1 to {FORMAT_VERSION}"
 
 
 def _field(mapping: Mapping[str, Any], key: str, kind: type, where: Path, prefix: str = "") -> Any:

@@ -106,6 +106,47 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     return 0 if summary["translated"] > 0 else 1
 
 
+def _artifact_arm(text: str) -> tuple:
+    """``[NAME=]DIR`` -> (arm name, folder); without a name the arm is named by the folder as given."""
+    from pathlib import Path
+
+    if "=" in text and not Path(text).exists():
+        name, folder = text.split("=", 1)
+        if name and folder:
+            return name, folder
+    return text, text
+
+
+def _cmd_downstream(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cyclecmda.config import load_config, split_cli_args
+    from cyclecmda.downstream import format_table, measure
+    from cyclecmda.files import ensure_writable_dir, output_error
+
+    paths, overrides = split_cli_args(args.config)
+    cfg = load_config(paths, overrides)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        ensure_writable_dir(out.parent, "--out")  # before any work
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
+    report = measure(cfg, dict(_artifact_arm(a) for a in args.artifact or []), task=args.task, arms=arms,
+                     model=args.model, weights=args.weights or "", width=args.width, epochs=args.epochs,
+                     seeds=args.seeds, batch_size=args.batch_size, lr=args.lr, size=args.size, device=args.device,
+                     progress=True)
+    text = json.dumps(report, indent=2)
+    print(text if args.json else format_table(report))
+    if out is not None:
+        try:
+            out.write_text(text + "\n")
+        except OSError as exc:
+            raise output_error(exc, out, "--out") from None
+        if not args.json:
+            print(f"written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclecmda",
@@ -168,6 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "(refused without it)")
     _add_pixel_limit(p, "images")
     p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("downstream", help="what a translator is worth: the same model trained on A as it is, on A "
+                                          "translated, and on real B, tested on labelled B test images")
+    p.add_argument("config", nargs="+", metavar="CONFIG|key=value",
+                   help=CONFIG_HELP + "; the data come from its data section (data.a.labels or masks, "
+                        "data.b.test_labels or test_masks, and data.b.labels or masks for the real_b arm)")
+    p.add_argument("--artifact", action="append", metavar="[NAME=]DIR",
+                   help="an exported A -> B translator folder; one 'translated' arm each, named NAME or by the "
+                        "folder (repeat for several)")
+    p.add_argument("--task", choices=["class", "mask"],
+                   help="class (data.*.labels, accuracy) or mask (data.*.masks, mean IoU); default: class where "
+                        "data.a.labels is set, else mask")
+    p.add_argument("--arms", help="comma-separated, of as_is, translated, real_b (default: all the config and "
+                                  "artifacts allow)")
+    p.add_argument("--model", help="the downstream network: a task network (small_classifier, small_segmenter) or "
+                                   "torchvision.NAME, built untrained (default: small_classifier for class, "
+                                   "small_segmenter for mask)")
+    p.add_argument("--weights", help="a local state dict (torch.load weights_only) loaded into the model where names "
+                                     "and shapes fit")
+    p.add_argument("--width", type=_positive_int, help="width of a task network (default 16 for class, 8 for mask)")
+    p.add_argument("--epochs", type=_positive_int, help="training epochs (default 80 for class, 60 for mask)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                   help="one training run per arm and seed (default 0 1 2)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3 for class, 2e-3 for mask)")
+    p.add_argument("--size", type=_positive_int, help="images are resized to SIZE x SIZE (default data.crop_size)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.set_defaults(func=_cmd_downstream)
 
     p = sub.add_parser("demo-data", help="generate the built-in unpaired visible/thermal demo dataset")
     p.add_argument("out_dir", help="output folder (trainA, trainB, testA, testB are created in it)")

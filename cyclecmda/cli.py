@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="a local state dict (torch.load weights_only) loaded into the model where names "
                                      "and shapes fit")
     p.add_argument("--width", type=_positive_int, help="width of a task network (default 16 for class, 8 for mask)")
-    p.add_argument("--epochs", type=_positive_int, help="training epochs (default 80 for class, 60 for mask)")
+    p.add_argument("--epochs", type=_positive_int, help="training epochs (default 80 for class, 100 for mask)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                    help="one training run per arm and seed (default 0 1 2)")
     p.add_argument("--batch-size", type=_positive_int, default=32)

@@ -42,7 +42,7 @@ from cyclecmda.semantic import score
 
 PathLike = Union[str, Path]
 ModelFactory = Callable[[int, int], nn.Module]
-Artifacts = Union[Sequence[PathLike], Mapping[str, PathLike]]
+Artifacts = Union[PathLike, Sequence[PathLike], Mapping[str, PathLike]]
 
 ARM_KINDS = ("as_is", "translated", "real_b")
 TASKS = ("class", "mask")
@@ -153,6 +153,8 @@ def _b_range(data: DataConfig, real_b: Optional[DomainFiles], test_b: DomainFile
 
 def _artifact_arms(artifacts: Artifacts) -> Dict[str, Path]:
     """Arm name -> artifact folder: the given label, else the folder as given."""
+    if isinstance(artifacts, (str, Path)):
+        artifacts = [artifacts]
     items = list(artifacts.items()) if isinstance(artifacts, Mapping) else [(str(Path(p)), p) for p in artifacts]
     arms: Dict[str, Path] = {}
     for name, path in items:
@@ -329,7 +331,7 @@ def _choose_arms(arms: Optional[Sequence[str]], translators: Dict[str, Path], b_
     """The arm kinds to run: those asked for, each checked against what it needs; else every one possible."""
     if arms is None:
         return ["as_is", *(["translated"] if translators else []), *(["real_b"] if b_labelled else [])]
-    arms = list(dict.fromkeys(arms))
+    arms = list(dict.fromkeys(arms.split(",") if isinstance(arms, str) else arms))
     for kind in arms:
         if kind not in ARM_KINDS:
             raise ConfigError(f"unknown arm '{kind}'; valid arms: {', '.join(ARM_KINDS)}.")

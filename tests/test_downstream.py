@@ -102,9 +102,10 @@ def test_the_same_seed_gives_the_same_figures(demo, exported):
     first = measure(cfg, [exported / "a2b"], seeds=[0, 0, 1], **kwargs)
     for arm in first["arms"].values():
         assert arm["values"][0] == arm["values"][1]
-    again = measure(cfg, {"b": exported / "a2b"}, arms=["as_is", "translated"], seeds=[1], **kwargs)
+    artifact = str(exported / "a2b")
+    again = measure(cfg, artifact, arms="as_is,translated", seeds=[1], **kwargs)
     assert again["arms"]["as_is"]["values"] == first["arms"]["as_is"]["values"][2:]
-    assert again["arms"]["b"]["values"] == first["arms"][str(exported / "a2b")]["values"][2:]
+    assert again["arms"][artifact]["values"] == first["arms"][artifact]["values"][2:]
     assert again["arms"]["as_is"]["std"] is None and again["arms"]["as_is"]["sem"] is None  # one seed
 
 

@@ -148,7 +148,18 @@ def _export_generator(ckpt: Dict[str, Any], direction: str, folder: Path, format
         "input": _side(ckpt["config"], ckpt["value_ranges"], src),
         "output": _side(ckpt["config"], ckpt["value_ranges"], dst),
         "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input; the inverse on output",
-        "size_multiple": int(gen.size_multiple),
+        **_program_meta(ckpt, spec, files, int(gen.size_multiple), min_size, digest, name),
+    }
+    _write_meta(meta, folder)
+    return folder
+
+
+def _program_meta(ckpt: Dict[str, Any], spec: Dict[str, Any], files: Dict[str, str], multiple: int, min_size: int,
+                  digest: str, name: str) -> Dict[str, Any]:
+    """The meta.json entries every exported network has: the sizes its programs take, its network,
+    files, and where it came from."""
+    return {
+        "size_multiple": multiple,
         # model.pt2 and model.onnx take H, W: multiples of size_multiple, at least min_input_size
         "min_input_size": min_size,
         "onnx_min_input_size": min_size,
@@ -158,8 +169,6 @@ def _export_generator(ckpt: Dict[str, Any], direction: str, folder: Path, format
         "checkpoint": {"file": name, "sha256": digest, "step": ckpt["progress"]["step"]},
         "config": ckpt["config"],
     }
-    _write_meta(meta, folder)
-    return folder
 
 
 @contextlib.contextmanager
@@ -230,14 +239,7 @@ def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], dig
         "input": _side(ckpt["config"], ckpt["value_ranges"], "b"),
         "output": {"channels": len(classes), "classes": classes},
         "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input",
-        "size_multiple": TASK_SIZE_MULTIPLE,
-        "min_input_size": min_size,
-        "onnx_min_input_size": min_size,
-        "network": spec,
-        "files": files,
-        "package_version": __version__,
-        "checkpoint": {"file": name, "sha256": digest, "step": ckpt["progress"]["step"]},
-        "config": ckpt["config"],
+        **_program_meta(ckpt, spec, files, TASK_SIZE_MULTIPLE, min_size, digest, name),
     }
     _write_meta(meta, folder)
     return folder

@@ -37,7 +37,7 @@ from cyclecmda.data import DomainFiles, ValueRange, build_domain, class_order
 from cyclecmda.errors import ConfigError, DataError
 from cyclecmda.images import convert_channels
 from cyclecmda.labels import IGNORE, ClassOrder, read_mask
-from cyclecmda.models.task import TASK_NETWORKS, TORCHVISION_PREFIX, TaskNetwork
+from cyclecmda.models.task import TASK_NETWORKS, TORCHVISION_PREFIX, TaskNetwork, load_fitting
 from cyclecmda.semantic import score
 
 PathLike = Union[str, Path]
@@ -211,31 +211,6 @@ def _check_model(name: str, task: str) -> None:
         raise ConfigError(f"--model '{name}' is not a task network; valid: {', '.join(valid)}.")
 
 
-def _load_weights(model: nn.Module, path: Path) -> int:
-    """Load the tensors of a local state dict that fit the model (by name and shape, at whichever
-    level of the model the names match best); returns how many were loaded."""
-    if not path.is_file():
-        raise ConfigError(f"--weights: '{path}' does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or unsafe file fails in many types
-        raise ConfigError(f"--weights: '{path}' is not a loadable state dict ({str(exc).splitlines()[0]}).") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else {}
-    levels = [model]
-    while isinstance(getattr(levels[-1], "net", None), nn.Module):
-        levels.append(levels[-1].net)
-    best, fitting = model, {}
-    for level in levels:
-        own = level.state_dict()
-        fit = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
-        if len(fit) > len(fitting):
-            best, fitting = level, fit
-    if not fitting:
-        raise ConfigError(f"--weights: no tensor in '{path}' fits the model (another network's weights?).")
-    best.load_state_dict(fitting, strict=False)
-    return len(fitting)
-
-
 def _build(model: Union[str, ModelFactory], task: str, in_channels: int, num_classes: int, width: int,
            weights: str) -> nn.Module:
     if callable(model):
@@ -243,7 +218,7 @@ def _build(model: Union[str, ModelFactory], task: str, in_channels: int, num_cla
     else:
         net = TaskNetwork(model, task, in_channels, num_classes, width)
     if weights:
-        _load_weights(net, Path(weights))
+        load_fitting(net, Path(weights), "--weights")
     return net
 
 

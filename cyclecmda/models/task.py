@@ -25,7 +25,7 @@ TORCHVISION_PREFIX = "torchvision."
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["TASK_NETWORKS", "TaskNetwork", "build_task_network", "list_task_networks", "register_task_network",
+__all__ = ["TASK_NETWORKS", "TaskNetwork", "build_task_network", "load_fitting", "list_task_networks", "register_task_network",
            "task_network_spec"]
 
 
@@ -138,24 +138,34 @@ def _torchvision_network(model: str, kind: str, num_classes: int, weights: str) 
         extra["aux_loss"] = False
     net = torchvision.models.get_model(model, weights=None, num_classes=num_classes, **extra)
     if weights:
-        _load_fitting(net, Path(weights))
+        load_fitting(net, Path(weights))
     return _TorchvisionTask(net)
 
 
-def _load_fitting(net: nn.Module, path: Path) -> None:
-    """Load the tensors of a weights file whose names and shapes fit ``net`` (a new head stays new)."""
+def load_fitting(net: nn.Module, path: Path, key: str = "model.task.weights") -> int:
+    """Load the tensors of a local weights file whose names and shapes fit ``net``, at whichever
+    level of its ``.net`` wrappers the names match best (a new head stays new); return how many.
+    ``key`` names the setting or option in messages."""
     if not path.is_file():
-        raise ConfigError(f"model.task.weights: '{path}' does not exist.")
+        raise ConfigError(f"{key}: '{path}' does not exist.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"model.task.weights: '{path}' is not a loadable weights file ({str(exc).splitlines()[0]}).") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    own = net.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    except Exception as exc:  # a damaged or unsafe file fails in many types
+        raise ConfigError(f"{key}: '{path}' is not a loadable weights file ({str(exc).splitlines()[0]}).") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
+    levels = [net]
+    while isinstance(getattr(levels[-1], "net", None), nn.Module):
+        levels.append(levels[-1].net)
+    best, fitting = net, {}
+    for level in levels:
+        own = level.state_dict()
+        fit = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+        if len(fit) > len(fitting):
+            best, fitting = level, fit
     if not fitting:
-        raise ConfigError(f"model.task.weights: no tensor in '{path}' fits the network (wrong model?).")
-    net.load_state_dict(fitting, strict=False)
+        raise ConfigError(f"{key}: no tensor in '{path}' fits the network (another network's weights?).")
+    best.load_state_dict(fitting, strict=False)
+    return len(fitting)
 
 
 # --- what the rest of the package builds --------------------------------------------------------------

@@ -139,12 +139,17 @@ class SemanticConfig:
     balance: bool = False
     warmup_steps: int = 0  # the generator term stays off for this many steps ...
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
-    # unlabelled real B: pseudo-labels where a task network is this sure; None: 0.9 for image
-    # classes, 0.5 for mask pixels (at 0.9 a segmenter's sure pixels are nearly all background)
+    # Unlabelled real B is labelled by independent views of it: shape (task_shape reads its
+    # outlines, trained on the outlines of labelled A images), translations (task_ab, trained on
+    # translated A images), source (task_a reads its translation to A). An entry gets a
+    # pseudo-label where every view names the same class at least `confidence` sure (None: 0.9
+    # for image classes, 0.5 for mask pixels) ...
+    pseudo_labels: List[str] = field(default_factory=lambda: ["shape", "translations", "source"])
     confidence: Optional[float] = None
-    # ... that network: shape (task_shape, trained on the edges of labelled A images) or
-    # translations (task_ab, trained on translated A images)
-    pseudo_labels: str = "shape"
+    # ... and the generator's term is on only while the views agree: their running agreement on
+    # real B (mean over classes of the intersection over union of their predictions) at least
+    # this. Below it, the labels of real B are not to be trusted, and the term is off again.
+    min_agreement: float = 0.5
     lr: float = 1e-3  # Adam learning rate of the task networks
     # The task networks learn from batches of task_batch items drawn every task_every steps from
     # a memory of the last `memory` training items (real images, translations, labels).
@@ -220,6 +225,9 @@ class Config:
 # Closed sets of values. Registry-backed keys (model.gen.arch, model.disc.arch, model.task.arch)
 # are checked against the registries themselves (_check_networks), so adding a network needs no
 # change here.
+# the views of unlabelled real B that loss.semantic.pseudo_labels may combine
+PSEUDO_LABEL_VIEWS = ("shape", "translations", "source")
+
 CHOICES: Dict[str, Sequence[Any]] = {
     "data.a.channels": (1, 3),
     "data.b.channels": (1, 3),
@@ -239,7 +247,6 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "train.eval_features": ("none", "inception", "torchvision_inception"),
     "train.best_mode": ("auto", "min", "max"),
     "loss.semantic.kind": ("none", "class", "mask"),
-    "loss.semantic.pseudo_labels": ("shape", "translations"),
 }
 
 
@@ -457,6 +464,15 @@ def _check_semantic(cfg: Config) -> None:
             raise ConfigError(f"invalid value {value!r} for config key 'loss.semantic.{key}'; it must be > 0.")
     if sem.warmup_steps < 0:
         raise ConfigError(f"invalid value {sem.warmup_steps!r} for 'loss.semantic.warmup_steps'; it must be >= 0.")
+    if not 0 <= sem.min_agreement <= 1:
+        raise ConfigError(f"invalid value {sem.min_agreement!r} for 'loss.semantic.min_agreement'; it must be in [0, 1].")
+    views = list(sem.pseudo_labels)
+    unknown = [v for v in views if v not in PSEUDO_LABEL_VIEWS]
+    if not views or unknown or len(set(views)) != len(views):
+        raise ConfigError(
+            f"invalid value {views!r} for 'loss.semantic.pseudo_labels'; give one or more different views of "
+            f"{', '.join(PSEUDO_LABEL_VIEWS)}, e.g. [shape, translations, source]."
+            + (did_you_mean(str(unknown[0]), PSEUDO_LABEL_VIEWS) if unknown else ""))
     if sem.confidence is not None and not 0 < sem.confidence <= 1:
         raise ConfigError(f"invalid value {sem.confidence!r} for 'loss.semantic.confidence'; it must be in (0, 1].")
     for key in ("task_batch", "task_every", "memory"):

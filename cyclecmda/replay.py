@@ -3,8 +3,10 @@
 The translator trains on small batches (4 on the demo); a classifier learning from 4 images a
 step stays at chance (docs/benchmarks.md), one learning from 16 or 32 does not. So each step's
 real images, detached translations and labels go into a ring buffer, and every few steps the task
-networks take one step on a larger batch drawn from it at random (torch's global RNG, which
-checkpoints carry). Images are stored as 8 bits per channel, as a user's exported translations
+networks take one step on a larger batch drawn from it at random. The draws come from the
+memory's own numbers (a seed taken from torch's when it is made, and a count of draws, both in its
+state), never from torch's global RNG: the translator's own random numbers are the same with or
+without task networks beside it. Images are stored as 8 bits per channel, as a user's exported translations
 are; the buffers live in the module's ``state_dict``, so an exact resume holds with them.
 """
 
@@ -42,7 +44,10 @@ class ReplayMemory(nn.Module):
             self.register_buffer(f"target_{name}", torch.zeros((capacity, *shape), dtype=torch.int16))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("position", torch.zeros((), dtype=torch.long))
+        self.register_buffer("seed", torch.tensor(torch.initial_seed() % (1 << 62), dtype=torch.long))
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
         self._filled = self._position = 0  # host copies: no device sync per step
+        self._seed, self._draws = int(self.seed), 0
 
     def __len__(self) -> int:
         return self._filled
@@ -67,7 +72,10 @@ class ReplayMemory(nn.Module):
         targets as int64."""
         if not self._filled:
             raise RuntimeError("the replay memory is empty: add a batch before sampling")
-        index = torch.randint(self._filled, (count,)).to(self.filled.device)
+        numbers = torch.Generator().manual_seed((self._seed + self._draws * 0x9E3779B97F4A7C15) % (1 << 63))
+        index = torch.randint(self._filled, (count,), generator=numbers).to(self.filled.device)
+        self._draws += 1
+        self.draws.fill_(self._draws)
         out = {name: _from_bytes(getattr(self, f"image_{name}")[index]) for name in self.image_names}
         out.update({name: getattr(self, f"target_{name}")[index].long() for name in self.target_names})
         return out
@@ -75,6 +83,7 @@ class ReplayMemory(nn.Module):
     def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._filled, self._position = int(self.filled), int(self.position)
+        self._seed, self._draws = int(self.seed), int(self.draws)
 
     def extra_repr(self) -> str:
         names: List[str] = self.image_names + self.target_names

@@ -1,28 +1,37 @@
 """Label-preserving translation: task networks trained beside the translator, and the generator's
 semantic term (``loss.semantic``).
 
-Three task networks (four with ``pseudo_labels: shape``); only real images or detached translations
-ever train them:
+Three task networks (four with the ``shape`` view of ``pseudo_labels``); only real images or
+detached translations ever train them:
 
 * ``task_a`` reads A images and learns from real labelled A images;
 * ``task_ab`` reads B images and learns from translated A images (detached from the translator)
   with their A labels: the model a user would train on the translations. Its score on labelled B
   test images is the live downstream estimate, and it is what ``cyclecmda export --task`` writes;
-* ``task_b`` reads B images and learns from *real* B images only: their labels where B is
-  labelled, else pseudo-labels where the labeller is at least ``confidence`` sure. The labeller
-  (``pseudo_labels``) is ``task_shape`` for ``shape``: a fourth network that reads the *edges* of
-  an image (``shape_view``: the gradient magnitude of its standardised luminance), trained on real
-  labelled A images. Object outlines look alike in both domains where colours and temperatures do
-  not, so it labels real B images it has never seen a label of. For ``translations`` the labeller
-  is ``task_ab``.
+* ``task_b``, the judge, reads B images and learns from *real* B images only: their labels where B
+  is labelled, else pseudo-labels where independent views of the image agree.
+
+The views (``pseudo_labels``) each label a real B image in their own way: ``shape`` by its
+outlines (``task_shape``, a fourth network that reads the *edges* of an image, ``shape_view``,
+trained on the edges of labelled A images), ``translations`` by ``task_ab``, ``source`` by
+``task_a`` reading the image's translation to A. None of them is right on every domain pair
+(outlines look alike across visible and thermal, not across photos and line drawings; the two
+others are only as right as the translators), and two wrong views rarely name the same wrong
+class. So an entry gets a pseudo-label only where every view names the same class at least
+``confidence`` sure, and the views' *agreement* on real B (mean over classes of the intersection
+over union of their predictions, a running mean) says whether pseudo-labels can be trusted at
+all.
 
 The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the label of ``a`` (so
 a translation must show its class the way real B images do, not in a code of its own that a
 network trained on translations would learn to read), and that ``task_a`` give ``gen_ba(b)`` the
-label of ``b``, or ``task_b``'s confident prediction on ``b``. The term is off until
-``warmup_steps`` training steps have passed and the running losses of ``task_a`` and of the
-labeller are below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then, and its
-own term once its running loss is below that too. Once on, a term stays on.
+label of ``b``, or ``task_b``'s confident prediction on ``b``. The term waits until
+``warmup_steps`` training steps have passed and the running losses of ``task_a`` and of the views'
+networks are below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then, and the
+term comes on once ``task_b``'s running loss is below that too, and is on only while the views'
+agreement is at least ``min_agreement``: it goes off again when they stop agreeing. While it is
+off the translator trains exactly as without labels (the task networks draw no random number of
+the translator's), so labels whose pseudo-labels cannot be trusted cost nothing but time.
 
 The task networks do not learn from the translator's small batches: every step's items go into a
 replay memory (``memory`` items), and every ``task_every`` steps the networks take one step on
@@ -56,7 +65,10 @@ EMA_DECAY = 0.9  # of the running task loss that gates the generator term
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
-__all__ = ["SemanticLoss", "batch_targets", "build_semantic", "ignore_index", "score", "shape_view", "task_spec",
+# the network behind each view of real B (``source`` reads the image's translation to A)
+VIEW_NETWORKS = {"shape": "task_shape", "translations": "task_ab", "source": "task_a"}
+
+__all__ = ["SemanticLoss", "agreement", "batch_targets", "build_semantic", "ignore_index", "score", "shape_view", "task_spec",
            "test_targets"]
 
 
@@ -120,6 +132,20 @@ def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: in
     return sum(ious) / len(ious), count
 
 
+def agreement(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """How much views agree: ``guesses`` (V, ...) holds each view's predicted classes of the same
+    entries; the mean, over the classes any view predicts, of the entries all views give that class
+    over the entries any view gives it (1 for a single view). ``weight`` (the entries' shape) counts
+    some entries only. No host sync."""
+    hits = F.one_hot(guesses.flatten(1), num_classes).bool()  # (V, M, K)
+    counted = torch.ones(hits.shape[1], device=guesses.device) if weight is None else weight.flatten().float()
+    inter = (hits.all(0).float() * counted[:, None]).sum(0)
+    union = (hits.any(0).float() * counted[:, None]).sum(0)
+    present = union > 0
+    ratio = torch.where(present, inter / union.clamp(min=1), torch.zeros_like(union))
+    return torch.where(present.any(), ratio.sum() / present.sum().clamp(min=1), torch.ones_like(ratio.sum()))
+
+
 class SemanticLoss(nn.Module):
     """The task networks, their gates, their losses and the generator's term."""
 
@@ -136,21 +162,24 @@ class SemanticLoss(nn.Module):
         self.num_classes = num_classes
         self.ignore = ignore_index(cfg.kind)
         self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[cfg.kind]
-        self.names = self.NETWORKS + (("task_shape",) if cfg.pseudo_labels == "shape" else ())
+        self.views = list(cfg.pseudo_labels)
+        self.names = self.NETWORKS + (("task_shape",) if "shape" in self.views else ())
         channels = {"task_a": channels_a, "task_ab": channels_b, "task_b": channels_b, "task_shape": 1}
         self.specs = {name: task_spec(cfg.kind, task, channels[name], num_classes) for name in self.names}
         for name in self.names:
             setattr(self, name, TaskNetwork(weights=task.weights, **_flat(self.specs[name])))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        # running losses of (task_a, the labeller) and of task_b; gates: the term, then task_b's part of it
+        # running losses of (task_a and the views' networks) and of task_b; the running agreement of
+        # the views; gates that open once and stay open: the networks are ready, then task_b too
         self.register_buffer("running_loss", torch.full((2,), float("nan")))
+        self.register_buffer("running_agreement", torch.full((), float("nan")))
         self.register_buffer("on", torch.zeros((), dtype=torch.bool))
         self.register_buffer("judge_on", torch.zeros((), dtype=torch.bool))
-        self.reported_names = self.names + ("semantic_on", "pseudo_b")  # what each step reports of them
+        self.reported_names = self.names + ("semantic_on", "pseudo_b", "agreement")  # what each step reports
         self.register_buffer("reported", torch.zeros(len(self.reported_names)))  # as of the latest task step
         target = () if cfg.kind == "class" else (size, size)
         self.memory = ReplayMemory(cfg.memory, {"real_a": (channels_a, size, size), "real_b": (channels_b, size, size),
-                                                "fake_b": (channels_b, size, size)},
+                                                "fake_a": (channels_a, size, size), "fake_b": (channels_b, size, size)},
                                    {"label_a": target, "label_b": target})
 
     def networks(self) -> Dict[str, nn.Module]:
@@ -162,10 +191,10 @@ class SemanticLoss(nn.Module):
 
     # --- the replay memory the task networks learn from -------------------------------------
 
-    def remember(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor, label_a: torch.Tensor,
-                 label_b: torch.Tensor) -> None:
+    def remember(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor,
+                 label_a: torch.Tensor, label_b: torch.Tensor) -> None:
         """Store a training step's real images, its (detached) translations and their labels."""
-        self.memory.add(real_a=real_a, real_b=real_b, fake_b=fake_b, label_a=label_a, label_b=label_b)
+        self.memory.add(real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, label_a=label_a, label_b=label_b)
 
     def due(self, step: int) -> bool:
         """Whether the task networks take a step at this training step (0-based)."""
@@ -174,7 +203,7 @@ class SemanticLoss(nn.Module):
     def recall(self) -> Tuple[torch.Tensor, ...]:
         """``task_step``'s arguments: ``task_batch`` items drawn from the memory."""
         items = self.memory.sample(self.cfg.task_batch)
-        return tuple(items[k] for k in ("real_a", "real_b", "fake_b", "label_a", "label_b"))
+        return tuple(items[k] for k in ("real_a", "real_b", "fake_a", "fake_b", "label_a", "label_b"))
 
     def report(self, losses: Optional[Tensors] = None) -> Tensors:
         """The task networks' latest losses, for every step's log (a task step passes its own)."""
@@ -195,10 +224,11 @@ class SemanticLoss(nn.Module):
                 f"for {self.classes}). Resume with the config stored in the run folder (config.yaml)."
             )
         state = dict(stored["state"])  # type: ignore[arg-type]
-        missing = [k for k in self.state_dict() if k not in state]
-        if missing and all(k.startswith(("memory.", "reported")) for k in missing):
-            # written before the task networks had a replay memory: resume with an empty one
-            state.update({k: v for k, v in self.state_dict().items() if k in missing})
+        own = self.state_dict()
+        stale = [k for k in own if k not in state or (k == "reported" and state[k].shape != own[k].shape)]
+        if stale and all(k.startswith(("memory.", "reported", "running_agreement")) for k in stale):
+            # written before the replay memory, or before the views' agreement: resume without them
+            state.update({k: v for k, v in own.items() if k in stale})
         self.load_state_dict(state)
 
     # --- labels of real B ---------------------------------------------------------------
@@ -212,6 +242,25 @@ class SemanticLoss(nn.Module):
         guess = torch.where(confidence >= self.confidence, guess, torch.full_like(guess, self.ignore))
         return torch.where(label_b != self.ignore, label_b, guess)
 
+    @torch.no_grad()
+    def view_guesses(self, real_b: torch.Tensor, fake_a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Each view's predicted classes of real B images and how sure it is: two (V, N, ...) tensors.
+        ``fake_a`` is the images' translation to A (the ``source`` view reads it)."""
+        inputs = {"shape": lambda: self.task_shape(shape_view(real_b)), "translations": lambda: self.task_ab(real_b),
+                  "source": lambda: self.task_a(fake_a)}
+        sure, guess = torch.stack([inputs[v]().float().softmax(1) for v in self.views]).max(2)
+        return guess, sure
+
+    def agreed_labels(self, guess: torch.Tensor, sure: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
+        """B's labels where given, else the class every view names at least ``confidence`` sure."""
+        agreed = (guess == guess[:1]).all(0) & (sure >= self.confidence).all(0)
+        return torch.where(label_b != self.ignore, label_b,
+                           torch.where(agreed, guess[0], torch.full_like(guess[0], self.ignore)))
+
+    def term_on(self) -> torch.Tensor:
+        """Whether the generator's term counts now (a bool tensor: no host sync)."""
+        return self.on & self.judge_on & (self.running_agreement >= self.cfg.min_agreement)
+
     def pseudo_labels(self, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
         """B's labels where given, else ``task_b``'s confident predictions on real B."""
         return self._confident(self.task_b, real_b, label_b)
@@ -224,7 +273,7 @@ class SemanticLoss(nn.Module):
 
         Call with the task networks frozen; the gradients reach the generators through the images.
         """
-        weight = (self.on & self.judge_on).float() * self.cfg.weight
+        weight = self.term_on().float() * self.cfg.weight
         target_b = self.pseudo_labels(real_b, label_b)
         balance = self.cfg.balance
         return {
@@ -234,26 +283,28 @@ class SemanticLoss(nn.Module):
 
     # --- the task networks' own step -------------------------------------------------------
 
-    def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor,
+    def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor,
                   label_a: torch.Tensor, label_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors]:
         """Losses of the task networks on real images and detached translations; updates the gates."""
-        shape = self.cfg.pseudo_labels == "shape"
-        labeller = (lambda x: self.task_shape(shape_view(x))) if shape else self.task_ab
-        target_b = torch.where(self.on, self._confident(labeller, real_b, label_b), label_b)
+        guess, sure = self.view_guesses(real_b, fake_a.detach())
+        target_b = torch.where(self.on, self.agreed_labels(guess, sure, label_b), label_b)
+        unlabelled = label_b == self.ignore
+        agreed = agreement(guess, self.num_classes, unlabelled) if len(self.views) > 1 else torch.ones(())
         losses = {
             "task_a": cross_entropy(self.task_a(real_a), label_a, self.ignore),
             "task_ab": cross_entropy(self.task_ab(fake_b.detach()), label_a, self.ignore),
             "task_b": cross_entropy(self.task_b(real_b), target_b, self.ignore),
         }
-        if shape:
+        if "task_shape" in self.names:
             losses["task_shape"] = cross_entropy(self.task_shape(shape_view(real_a)), label_a, self.ignore)
         total = torch.stack(list(losses.values())).sum()
-        # the term waits for the networks it needs: task_a (B -> A) and the labeller of real B
-        needed = torch.maximum(losses["task_a"], losses["task_shape" if shape else "task_ab"]).detach()
+        # the term waits for the networks it needs: task_a (B -> A) and those of the views of real B
+        needed = torch.stack([losses[n] for n in {"task_a", *(VIEW_NETWORKS[v] for v in self.views)}]).max().detach()
         has_b = (target_b != self.ignore).any()
-        self._update_gates(needed, losses["task_b"].detach(), has_b)
-        losses["semantic_on"] = (self.on & self.judge_on).float()
+        self._update_gates(needed, losses["task_b"].detach(), has_b, agreed.to(needed.device))
+        losses["semantic_on"] = self.term_on().float()
         losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target
+        losses["agreement"] = self.running_agreement.clone()
         return total, losses
 
     # --- held-out scores ------------------------------------------------------------------
@@ -290,16 +341,21 @@ class SemanticLoss(nn.Module):
         return values
 
     @torch.no_grad()
-    def _update_gates(self, loss: torch.Tensor, judge_loss: torch.Tensor, judge_learned: torch.Tensor) -> None:
+    def _update_gates(self, loss: torch.Tensor, judge_loss: torch.Tensor, judge_learned: torch.Tensor,
+                      agreed: torch.Tensor) -> None:
         losses = torch.stack([loss.float(), judge_loss.float()])
         learned = torch.stack([torch.ones_like(judge_learned), judge_learned]).float()
+        agreed = agreed.float()
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # one gate for all ranks
-            both = torch.cat([losses * learned, learned])
+            both = torch.cat([losses * learned, learned, agreed[None]])
             torch.distributed.all_reduce(both)
-            losses, learned = both[:2] / both[2:].clamp(min=1), (both[2:] > 0).float()
+            losses, learned = both[:2] / both[2:4].clamp(min=1), (both[2:4] > 0).float()
+            agreed = both[4] / torch.distributed.get_world_size()
         first = torch.isnan(self.running_loss)
         updated = torch.where(first, losses, EMA_DECAY * self.running_loss + (1 - EMA_DECAY) * losses)
         self.running_loss.copy_(torch.where(learned.bool(), updated, self.running_loss))
+        self.running_agreement.copy_(torch.where(torch.isnan(self.running_agreement), agreed,
+                                                 EMA_DECAY * self.running_agreement + (1 - EMA_DECAY) * agreed))
         self.steps += self.cfg.task_every  # training steps seen
         threshold = self.cfg.max_task_loss
         self.on |= (self.steps >= self.cfg.warmup_steps) & (self.running_loss[0] < threshold)
@@ -315,8 +371,10 @@ def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[Sema
         classes, b_labelled = a.classes, b.has_labels
     else:
         classes, b_labelled = list(cfg.data.mask_classes), b.has_masks
-    return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes, b_labelled,
-                        size=cfg.data.crop_size)
+    # built on a copy of torch's RNG: the translator's networks draw the same numbers as without labels
+    with torch.random.fork_rng(devices=[]):
+        return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes, b_labelled,
+                            size=cfg.data.crop_size)
 
 
 def _flat(spec: Dict[str, object]) -> Dict[str, object]:

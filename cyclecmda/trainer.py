@@ -301,7 +301,7 @@ class Trainer:
         task_losses: Dict[str, torch.Tensor] = {}
         if model.semantic is not None and self.task_objective is not None and self.opt_task is not None:
             # the task networks learn from real images and detached translations, drawn from a memory
-            model.semantic.remember(real_a, real_b, images["fake_b"], *labels)
+            model.semantic.remember(real_a, real_b, images["fake_a"], images["fake_b"], *labels)
             task_losses = model.semantic.report()
             if model.semantic.due(self.step):
                 with self._autocast():

@@ -55,7 +55,8 @@ def labelled(tiny_config, image_factory, tmp_path):
         "data__a__test_masks": changes["a_test_masks"], "data__b__test_masks": changes["b_test_masks"],
         "data__b__scale__mode": "full", "data__mask_classes": "[background,left,right]",
         "loss__semantic__kind": "class", "loss__semantic__max_task_loss": 100.0,  # the gates open at once
-        "loss__semantic__confidence": 0.01,  # and every guess on real B is a pseudo-label
+        "loss__semantic__confidence": 0.01,  # and every guess on real B is a pseudo-label:
+        "loss__semantic__pseudo_labels": "[shape]",  # one view, that no other has to agree with
         "loss__semantic__task_every": 1, "loss__semantic__task_batch": 4, "loss__semantic__memory": 16,
         "model__task__width": 4, "run__name": "sem",
     }
@@ -86,6 +87,9 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     assert closed_losses["semantic_ab"].item() == 0.0  # the gate starts closed
     semantic.on.fill_(True)
     semantic.judge_on.fill_(True)
+    semantic.running_agreement.fill_(0.4)  # ready, but the views of real B do not agree enough
+    assert generator_grads()[0]["semantic_ab"].item() == 0.0
+    semantic.running_agreement.fill_(0.5)  # loss.semantic.min_agreement
     open_losses, opened = generator_grads()
     assert open_losses["semantic_ab"].item() > 0
     assert not torch.allclose(closed, opened)  # the term changes the generator's gradient
@@ -97,13 +101,14 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     # the task step: real images and a translation that still carries its graph
     model.zero_grad(set_to_none=True)
     model.set_discriminators_trainable(True)
-    fake_b = model.gen_ab(real_a)
-    total, losses = semantic.task_step(real_a, real_b, fake_b, label_a, label_b)
+    fake_a, fake_b = model.gen_ba(real_b), model.gen_ab(real_a)
+    total, losses = semantic.task_step(real_a, real_b, fake_a, fake_b, label_a, label_b)
     total.backward()
-    assert all(p.grad is None for p in model.gen_ab.parameters())  # nothing flows back into the translator
+    for gen in (model.gen_ab, model.gen_ba):  # nothing flows back into the translator
+        assert all(p.grad is None for p in gen.parameters())
     for net in (semantic.task_a, semantic.task_ab, semantic.task_b):
         assert all(p.grad is not None for p in net.parameters())
-    assert {"task_a", "task_ab", "task_b", "semantic_on", "pseudo_b"} <= set(losses)
+    assert {"task_a", "task_ab", "task_b", "semantic_on", "pseudo_b", "agreement"} <= set(losses)
 
 
 def test_downsampled_task_networks_read_average_pooled_images():
@@ -161,11 +166,12 @@ def test_shape_view_keeps_outlines_and_drops_colour_temperature_and_polarity():
 def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config):
     torch.manual_seed(0)
     cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv"))
-    assert cfg.loss.semantic.pseudo_labels == "shape"  # the default
+    cfg.loss.semantic.pseudo_labels = ["shape"]
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
     assert set(semantic.networks()) == {"task_a", "task_ab", "task_b", "task_shape"}
     assert semantic.specs["task_shape"]["args"]["in_channels"] == 1
     real_a, real_b, fake_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(3, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32)
+    fake_a = torch.rand(3, 3, 32, 32)
     label_a, label_b = torch.tensor([0, 2]), torch.tensor([1, -1, -1])
     seen = []
     real_forward = semantic.task_shape.forward
@@ -175,7 +181,7 @@ def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config
         return real_forward(x)
 
     semantic.task_shape.forward = spy  # type: ignore[method-assign]
-    total, losses = semantic.task_step(real_a, real_b, fake_b, label_a, label_b)
+    total, losses = semantic.task_step(real_a, real_b, fake_a, fake_b, label_a, label_b)
     total.backward()
     assert all(p.grad is not None for p in semantic.task_shape.parameters())
     from cyclecmda.semantic import shape_view
@@ -185,9 +191,9 @@ def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config
     semantic.on.fill_(True)
     guesses = torch.tensor([[0.0, 9.0, 0.0], [0.0, 0.0, 9.0], [1.0, 1.0, 1.2]])  # sure, sure, unsure
     semantic.task_shape.forward = lambda x: guesses[: len(x)]  # type: ignore[method-assign]
-    targets = semantic._confident(lambda x: semantic.task_shape(shape_view(x)), real_b, label_b)
+    targets = semantic.agreed_labels(*semantic.view_guesses(real_b, fake_a), label_b)
     assert targets.tolist() == [1, 2, -1]
-    _, losses = semantic.task_step(real_a, real_b, fake_b, label_a, label_b)
+    _, losses = semantic.task_step(real_a, real_b, fake_a, fake_b, label_a, label_b)
     assert losses["pseudo_b"].item() == pytest.approx(2 / 3)  # the label and one sure guess
 
 
@@ -214,6 +220,7 @@ def test_balanced_term_weighs_each_class_present_alike(tiny_config):
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["sky", "cat", "dog"], size=4)
     semantic.on.fill_(True)
     semantic.judge_on.fill_(True)
+    semantic.running_agreement.fill_(1.0)
     fake = {"fake_b": torch.rand(2, 1, 4, 4), "fake_a": torch.rand(2, 3, 4, 4)}
     with torch.no_grad():
         losses = semantic.generator_losses(fake, torch.rand(2, 1, 4, 4), target, target)
@@ -414,3 +421,83 @@ def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_confi
 
     with pytest.raises(ExportError, match="holds no task network"):
         export_checkpoint(plain.checkpoint, tmp_path / "plain", task=True)
+
+
+def test_agreement_of_views_is_the_mean_class_iou_of_their_predictions():
+    from cyclecmda.semantic import agreement
+
+    same = torch.tensor([[0, 1, 2, 2], [0, 1, 2, 2]])
+    assert agreement(same, 3).item() == 1.0
+    assert agreement(same[:1], 3).item() == 1.0  # one view: nothing to disagree with
+    # class 0: both on entry 0 of entries {0}; class 1: none of {1, 2}; class 2: entry 3 of {1, 2, 3}
+    views = torch.tensor([[0, 1, 2, 2], [0, 2, 1, 2]])
+    assert agreement(views, 3).item() == pytest.approx((1 + 0 + 1 / 3) / 3)
+    assert agreement(torch.tensor([[0, 0], [1, 1]]), 2).item() == 0.0  # never the same class
+    # weight counts only some entries (real B images that carry no label of their own)
+    assert agreement(views, 3, torch.tensor([True, False, False, True])).item() == 1.0
+    # masks: every pixel is an entry; a shared background does not hide disagreement on the objects
+    a = torch.zeros(1, 4, 4, dtype=torch.long)
+    b = a.clone()
+    a[0, :2, :2], b[0, 2:, 2:] = 1, 1
+    assert agreement(torch.stack([a, b]), 2).item() == pytest.approx((8 / 16 + 0) / 2)
+
+
+def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_views_disagree(tiny_config):
+    cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
+                                       loss__semantic__confidence=0.6))
+    assert cfg.loss.semantic.pseudo_labels == ["shape", "translations", "source"]  # the default
+    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
+    sure, unsure = torch.tensor([0.0, 9.0, 0.0]), torch.tensor([1.0, 1.2, 1.0])
+    # four real B images: all views say dog; one says owl; all dog but one unsure; the image's own label
+    shape = torch.stack([sure, sure, unsure, sure])
+    translations = torch.stack([sure, sure.roll(1), sure, sure])
+    source = torch.stack([sure, sure, sure, sure])
+    semantic.task_shape.forward = lambda x: shape  # type: ignore[method-assign]
+    semantic.task_ab.forward = lambda x: translations  # type: ignore[method-assign]
+    semantic.task_a.forward = lambda x: source  # type: ignore[method-assign]
+    label_b = torch.tensor([-1, -1, -1, 0])
+    guess, confidence = semantic.view_guesses(torch.zeros(4, 1, 8, 8), torch.zeros(4, 3, 8, 8))
+    assert guess.shape == (3, 4) and confidence.shape == (3, 4)
+    assert semantic.agreed_labels(guess, confidence, label_b).tolist() == [1, -1, -1, 0]
+
+    # the term: on once the networks and the judge are ready, and only while the views agree
+    semantic.on.fill_(True)
+    semantic.judge_on.fill_(True)
+    one = torch.ones(())
+
+    def steps_until(agreed: float, term_on: bool) -> int:
+        for step in range(1, 30):
+            semantic._update_gates(0.1 * one, 0.1 * one, torch.tensor(True), agreed * one)
+            if bool(semantic.term_on()) == term_on:
+                return step
+        return 0
+
+    assert not semantic.term_on()  # no agreement measured yet
+    assert steps_until(1.0, True) == 1
+    assert 2 <= steps_until(0.2, False) <= 10  # a running mean: one bad batch does not close it ...
+    assert float(semantic.running_agreement) < 0.5  # ... the views' running agreement falling below 0.5 does
+    assert steps_until(0.2, True) == 0  # off while they disagree
+    assert 2 <= steps_until(1.0, True) <= 10  # and on again once they agree
+    with pytest.raises(ConfigError, match=r"pseudo_labels.*shape, translations, source"):
+        load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.pseudo_labels=[shape,outline]"])
+    with pytest.raises(ConfigError, match="min_agreement"):
+        load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.min_agreement=1.5"])
+
+
+def test_labels_leave_the_translator_as_without_them_while_the_term_is_off(tiny_config, labelled):
+    """A run whose semantic term never opens trains the label-free run's translator, bit for bit:
+    the task networks beside it take none of its random numbers."""
+    common = dict(train__max_steps=3, train__checkpoint_every=100, train__eval_every=100, train__eval_paired="false",
+                  train__best_metric="eval/cycle_l1_a", loss__lambda_nce=1.0,  # PatchNCE draws random positions
+                  **labelled)
+    without = train(config(tiny_config, **{**common, "loss__semantic__kind": "none", "run__name": "without"}))
+    closed = train(config(tiny_config, **{**common, "loss__semantic__max_task_loss": 1e-9, "run__name": "closed"}))
+    opened = train(config(tiny_config, **{**common, "run__name": "opened"}))
+    states = {r.run_dir.name: load_checkpoint(r.run_dir / "latest.pt") for r in (without, closed, opened)}
+    assert scalars(closed.run_dir / "tb")["loss/semantic_on"][3] == 0.0
+    assert scalars(opened.run_dir / "tb")["loss/semantic_on"][3] == 1.0
+    for net in ("gen_ab", "gen_ba", "disc_a", "disc_b"):
+        for key, value in states["without"]["state"][net].items():
+            assert torch.equal(states["closed"]["state"][net][key], value), (net, key)
+    assert any(not torch.equal(states["opened"]["state"]["gen_ab"][k], v)
+               for k, v in states["without"]["state"]["gen_ab"].items())

@@ -139,17 +139,17 @@ class SemanticConfig:
     balance: bool = False
     warmup_steps: int = 0  # the generator term stays off for this many steps ...
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
-    # Unlabelled real B is labelled by independent views of it: shape (task_shape reads its
-    # outlines, trained on the outlines of labelled A images), translations (task_ab, trained on
-    # translated A images), source (task_a reads its translation to A). An entry gets a
-    # pseudo-label where every view names the same class at least `confidence` sure (None: 0.9
-    # for image classes, 0.5 for mask pixels) ...
-    pseudo_labels: List[str] = field(default_factory=lambda: ["shape", "translations", "source"])
+    # Unlabelled real B is labelled by independent views of it: shape (an outline network reads
+    # its outlines, trained on the outlines of labelled A images; each shape listed is a network
+    # of its own), translations (task_ab, trained on translated A images), source (task_a reads
+    # its translation to A). An entry gets a pseudo-label where every view names the same class
+    # at least `confidence` sure (None: 0.9 for image classes, 0.5 for mask pixels) ...
+    pseudo_labels: List[str] = field(default_factory=lambda: ["shape", "shape"])
     confidence: Optional[float] = None
     # ... and the generator's term is on only while the views agree: their running agreement on
     # real B (mean over classes of the intersection over union of their predictions) at least
     # this. Below it, the labels of real B are not to be trusted, and the term is off again.
-    min_agreement: float = 0.5
+    min_agreement: float = 0.6
     lr: float = 1e-3  # Adam learning rate of the task networks
     # The task networks learn from batches of task_batch items drawn every task_every steps from
     # a memory of the last `memory` training items (real images, translations, labels).
@@ -468,10 +468,12 @@ def _check_semantic(cfg: Config) -> None:
         raise ConfigError(f"invalid value {sem.min_agreement!r} for 'loss.semantic.min_agreement'; it must be in [0, 1].")
     views = list(sem.pseudo_labels)
     unknown = [v for v in views if v not in PSEUDO_LABEL_VIEWS]
-    if not views or unknown or len(set(views)) != len(views):
+    repeated = [v for v in set(views) if views.count(v) > 1 and v != "shape"]
+    if not views or unknown or repeated:
         raise ConfigError(
-            f"invalid value {views!r} for 'loss.semantic.pseudo_labels'; give one or more different views of "
-            f"{', '.join(PSEUDO_LABEL_VIEWS)}, e.g. [shape, translations, source]."
+            f"invalid value {views!r} for 'loss.semantic.pseudo_labels'; give one or more views of "
+            f"{', '.join(PSEUDO_LABEL_VIEWS)}, each once but shape (each shape is an outline network of its "
+            "own), e.g. [shape, shape] or [shape, translations, source]."
             + (did_you_mean(str(unknown[0]), PSEUDO_LABEL_VIEWS) if unknown else ""))
     if sem.confidence is not None and not 0 < sem.confidence <= 1:
         raise ConfigError(f"invalid value {sem.confidence!r} for 'loss.semantic.confidence'; it must be in (0, 1].")

@@ -65,8 +65,18 @@ EMA_DECAY = 0.9  # of the running task loss that gates the generator term
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
-# the network behind each view of real B (``source`` reads the image's translation to A)
+# the network behind each view of real B (``source`` reads the image's translation to A); a second
+# ``shape`` view is a second, independently initialised outline network
 VIEW_NETWORKS = {"shape": "task_shape", "translations": "task_ab", "source": "task_a"}
+
+
+def view_networks(views: List[str]) -> List[str]:
+    """The task network behind each view: ``task_shape``, ``task_shape_2`` for a repeated ``shape``."""
+    names = []
+    for i, view in enumerate(views):
+        repeat = views[:i].count(view)
+        names.append(VIEW_NETWORKS[view] + (f"_{repeat + 1}" if repeat else ""))
+    return names
 
 __all__ = ["SemanticLoss", "agreement", "batch_targets", "build_semantic", "ignore_index", "score", "shape_view", "task_spec",
            "test_targets"]
@@ -163,8 +173,10 @@ class SemanticLoss(nn.Module):
         self.ignore = ignore_index(cfg.kind)
         self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[cfg.kind]
         self.views = list(cfg.pseudo_labels)
-        self.names = self.NETWORKS + (("task_shape",) if "shape" in self.views else ())
-        channels = {"task_a": channels_a, "task_ab": channels_b, "task_b": channels_b, "task_shape": 1}
+        self.view_names = view_networks(self.views)
+        self.shape_names = tuple(n for n in self.view_names if n.startswith("task_shape"))
+        self.names = self.NETWORKS + self.shape_names
+        channels = {"task_a": channels_a, "task_ab": channels_b, "task_b": channels_b, **{n: 1 for n in self.shape_names}}
         self.specs = {name: task_spec(cfg.kind, task, channels[name], num_classes) for name in self.names}
         for name in self.names:
             setattr(self, name, TaskNetwork(weights=task.weights, **_flat(self.specs[name])))
@@ -246,9 +258,10 @@ class SemanticLoss(nn.Module):
     def view_guesses(self, real_b: torch.Tensor, fake_a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Each view's predicted classes of real B images and how sure it is: two (V, N, ...) tensors.
         ``fake_a`` is the images' translation to A (the ``source`` view reads it)."""
-        inputs = {"shape": lambda: self.task_shape(shape_view(real_b)), "translations": lambda: self.task_ab(real_b),
-                  "source": lambda: self.task_a(fake_a)}
-        sure, guess = torch.stack([inputs[v]().float().softmax(1) for v in self.views]).max(2)
+        edges = shape_view(real_b) if self.shape_names else None
+        inputs = {"task_ab": lambda: self.task_ab(real_b), "task_a": lambda: self.task_a(fake_a),
+                  **{n: (lambda n=n: getattr(self, n)(edges)) for n in self.shape_names}}
+        sure, guess = torch.stack([inputs[n]().float().softmax(1) for n in self.view_names]).max(2)
         return guess, sure
 
     def agreed_labels(self, guess: torch.Tensor, sure: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
@@ -295,11 +308,13 @@ class SemanticLoss(nn.Module):
             "task_ab": cross_entropy(self.task_ab(fake_b.detach()), label_a, self.ignore),
             "task_b": cross_entropy(self.task_b(real_b), target_b, self.ignore),
         }
-        if "task_shape" in self.names:
-            losses["task_shape"] = cross_entropy(self.task_shape(shape_view(real_a)), label_a, self.ignore)
+        if self.shape_names:  # the outline networks learn from the outlines of labelled A images
+            edges = shape_view(real_a)
+            for name in self.shape_names:
+                losses[name] = cross_entropy(getattr(self, name)(edges), label_a, self.ignore)
         total = torch.stack(list(losses.values())).sum()
         # the term waits for the networks it needs: task_a (B -> A) and those of the views of real B
-        needed = torch.stack([losses[n] for n in {"task_a", *(VIEW_NETWORKS[v] for v in self.views)}]).max().detach()
+        needed = torch.stack([losses[n] for n in sorted({"task_a", *self.view_names})]).max().detach()
         has_b = (target_b != self.ignore).any()
         self._update_gates(needed, losses["task_b"].detach(), has_b, agreed.to(needed.device))
         losses["semantic_on"] = self.term_on().float()
@@ -311,11 +326,13 @@ class SemanticLoss(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, gen_ab: nn.Module, images: Tensors, targets: Dict[str, Optional[torch.Tensor]],
-                 device: torch.device, batch_size: int = 32) -> Dict[str, float]:
+                 device: torch.device, batch_size: int = 32, gen_ba: Optional[nn.Module] = None) -> Dict[str, float]:
         """Accuracy or mIoU on labelled test images: ``downstream_b`` (``task_ab``, trained on
         translations, on real B), ``task_b_real_b`` (``task_b`` on real B), ``task_real_a``
         (``task_a`` on real A), ``task_fake_b`` (``task_b``, the judge, on translations of the A test images),
-        and with ``pseudo_labels: shape`` ``task_shape_real_b`` (the labeller of real B, on real B)."""
+        with the ``shape`` view ``task_shape_real_b`` (that view alone, on real B), and given ``gen_ba``
+        how far the views of the B test images agree (``agreement_real_b``), the share they agree on
+        (``pseudo_b_share``) and how right those pseudo-labels are (``pseudo_b_real_b``)."""
         def logits(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, translate: bool = False) -> torch.Tensor:
             out = []
             for i in range(0, len(x), batch_size):
@@ -332,8 +349,21 @@ class SemanticLoss(nn.Module):
         if targets.get("b") is not None:
             values["downstream_b"] = scored(self.task_ab, "b")
             values["task_b_real_b"] = scored(self.task_b, "b")
-            if "task_shape" in self.names:  # how right the pseudo-labels of real B are
+            if "task_shape" in self.names:
                 values["task_shape_real_b"] = scored(lambda x: self.task_shape(shape_view(x)), "b")
+            if gen_ba is not None:  # the pseudo-labels the judge would learn from, on labelled B test images
+                views = [self.view_guesses(b, gen_ba(b)) for b in images["b"].to(device).split(batch_size)]
+                guess, sure = (torch.cat(parts, dim=1).cpu() for parts in zip(*views))
+                target = targets["b"]
+                assert target is not None
+                pseudo = self.agreed_labels(guess, sure, torch.full_like(target, self.ignore))
+                values["agreement_real_b"] = float(agreement(guess, self.num_classes))
+                values["pseudo_b_share"] = float((pseudo != self.ignore).float().mean())
+                right = score(F.one_hot(torch.where(pseudo != self.ignore, pseudo, 0), self.num_classes).movedim(-1, 1).float(),
+                              torch.where(pseudo != self.ignore, target, torch.full_like(target, self.ignore)),
+                              self.kind, self.num_classes)[0]
+                if right == right:  # none agreed: no score (NaN)
+                    values["pseudo_b_real_b"] = right
         if targets.get("a") is not None:
             values["task_real_a"] = scored(self.task_a, "a")
             values["task_fake_b"] = scored(self.task_b, "a", translate=True)

@@ -425,7 +425,8 @@ class Trainer:
                                   paired=t.eval_paired, extractor=self.extractor, device=self.device)
         self.model.train()
         if self.model.semantic is not None:
-            metrics.update(self.model.semantic.evaluate(self.model.gen_ab, self.eval_images, self.eval_targets, self.device))
+            metrics.update(self.model.semantic.evaluate(self.model.gen_ab, self.eval_images, self.eval_targets, self.device,
+                                                          gen_ba=self.model.gen_ba))
         values = {f"eval/{k}": v for k, v in metrics.items()}
         monitor.scalars(self.step, values)
         if t.best_metric not in values:

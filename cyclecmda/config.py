@@ -149,6 +149,8 @@ class SemanticConfig:
     # ... and the generator's term is on only while the views agree: their running agreement on
     # real B (mean over classes of the intersection over union of their predictions) at least
     # this. Below it, the labels of real B are not to be trusted, and the term is off again.
+    # Two outline networks that differ only in their starting weights agree on B about as often
+    # as they are right there; at 0.6 the term waits for outlines that carry over from A to B.
     min_agreement: float = 0.6
     lr: float = 1e-3  # Adam learning rate of the task networks
     # The task networks learn from batches of task_batch items drawn every task_every steps from

@@ -1,8 +1,8 @@
 """Label-preserving translation: task networks trained beside the translator, and the generator's
 semantic term (``loss.semantic``).
 
-Three task networks (four with the ``shape`` view of ``pseudo_labels``); only real images or
-detached translations ever train them:
+Three task networks, and one more for each ``shape`` view of ``pseudo_labels`` (two by default);
+only real images or detached translations ever train them:
 
 * ``task_a`` reads A images and learns from real labelled A images;
 * ``task_ab`` reads B images and learns from translated A images (detached from the translator)
@@ -12,15 +12,19 @@ detached translations ever train them:
   is labelled, else pseudo-labels where independent views of the image agree.
 
 The views (``pseudo_labels``) each label a real B image in their own way: ``shape`` by its
-outlines (``task_shape``, a fourth network that reads the *edges* of an image, ``shape_view``,
-trained on the edges of labelled A images), ``translations`` by ``task_ab``, ``source`` by
-``task_a`` reading the image's translation to A. None of them is right on every domain pair
-(outlines look alike across visible and thermal, not across photos and line drawings; the two
-others are only as right as the translators), and two wrong views rarely name the same wrong
-class. So an entry gets a pseudo-label only where every view names the same class at least
-``confidence`` sure, and the views' *agreement* on real B (mean over classes of the intersection
-over union of their predictions, a running mean) says whether pseudo-labels can be trusted at
-all.
+outlines (``task_shape``, a network that reads the *edges* of an image, ``shape_view``, trained on
+the edges of labelled A images; a second ``shape`` is a second such network, ``task_shape_2``,
+initialised apart), ``translations`` by ``task_ab``, ``source`` by ``task_a`` reading the image's
+translation to A. None of them is right on every domain pair: outlines look alike across visible
+and thermal frames, not across photos and line drawings, and the two others are only as right as
+the translators, which early in training are wrong. An entry gets a pseudo-label only where every
+view names the same class at least ``confidence`` sure, and the views' *agreement* on real B (the
+mean over classes of the intersection over union of their predictions, a running mean) says
+whether pseudo-labels can be trusted at all. The default views are two outline networks: two
+networks trained alike from different starting weights disagree on new data about as often as
+they are wrong there (Jiang et al., "Assessing Generalization of SGD via Disagreement", 2022), so
+their agreement on real B measures, without a label of B, how far outlines learned on A carry
+over to B, from the first steps on and whatever the translators do.
 
 The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the label of ``a`` (so
 a translation must show its class the way real B images do, not in a code of its own that a

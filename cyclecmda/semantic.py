@@ -82,7 +82,7 @@ def view_networks(views: List[str]) -> List[str]:
         names.append(VIEW_NETWORKS[view] + (f"_{repeat + 1}" if repeat else ""))
     return names
 
-__all__ = ["SemanticLoss", "agreement", "batch_targets", "build_semantic", "ignore_index", "score", "shape_view", "task_spec",
+__all__ = ["SemanticLoss", "agreement", "agreement_of", "overlap", "batch_targets", "build_semantic", "ignore_index", "score", "shape_view", "task_spec",
            "test_targets"]
 
 
@@ -146,18 +146,27 @@ def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: in
     return sum(ious) / len(ious), count
 
 
-def agreement(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """How much views agree: ``guesses`` (V, ...) holds each view's predicted classes of the same
-    entries; the mean, over the classes any view predicts, of the entries all views give that class
-    over the entries any view gives it (1 for a single view). ``weight`` (the entries' shape) counts
-    some entries only. No host sync."""
+def overlap(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(2, K): for each class, how many entries every view gives it, and how many any view gives
+    it. ``guesses`` (V, ...) holds each view's predicted classes of the same entries; ``weight``
+    (the entries' shape) counts some entries only."""
     hits = F.one_hot(guesses.flatten(1), num_classes).bool()  # (V, M, K)
     counted = torch.ones(hits.shape[1], device=guesses.device) if weight is None else weight.flatten().float()
-    inter = (hits.all(0).float() * counted[:, None]).sum(0)
-    union = (hits.any(0).float() * counted[:, None]).sum(0)
+    return torch.stack([(hits.all(0).float() * counted[:, None]).sum(0), (hits.any(0).float() * counted[:, None]).sum(0)])
+
+
+def agreement_of(counts: torch.Tensor) -> torch.Tensor:
+    """The mean, over the classes some view gives, of ``overlap``'s intersection over union (1 where
+    no view gives any class, or for a single view). No host sync."""
+    inter, union = counts
     present = union > 0
-    ratio = torch.where(present, inter / union.clamp(min=1), torch.zeros_like(union))
+    ratio = torch.where(present, inter / union.clamp(min=1e-9), torch.zeros_like(union))
     return torch.where(present.any(), ratio.sum() / present.sum().clamp(min=1), torch.ones_like(ratio.sum()))
+
+
+def agreement(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """How much views agree on a set of entries: ``agreement_of(overlap(...))``."""
+    return agreement_of(overlap(guesses, num_classes, weight))
 
 
 class SemanticLoss(nn.Module):
@@ -188,6 +197,9 @@ class SemanticLoss(nn.Module):
         # running losses of (task_a and the views' networks) and of task_b; the running agreement of
         # the views; gates that open once and stay open: the networks are ready, then task_b too
         self.register_buffer("running_loss", torch.full((2,), float("nan")))
+        # the views' agreement is measured on running counts (a class seen a few times in a batch
+        # would make a batch's own intersection over union swing)
+        self.register_buffer("running_overlap", torch.zeros(2, num_classes))
         self.register_buffer("running_agreement", torch.full((), float("nan")))
         self.register_buffer("on", torch.zeros((), dtype=torch.bool))
         self.register_buffer("judge_on", torch.zeros((), dtype=torch.bool))
@@ -242,7 +254,7 @@ class SemanticLoss(nn.Module):
         state = dict(stored["state"])  # type: ignore[arg-type]
         own = self.state_dict()
         stale = [k for k in own if k not in state or (k == "reported" and state[k].shape != own[k].shape)]
-        if stale and all(k.startswith(("memory.", "reported", "running_agreement")) for k in stale):
+        if stale and all(k.startswith(("memory.", "reported", "running_agreement", "running_overlap")) for k in stale):
             # written before the replay memory, or before the views' agreement: resume without them
             state.update({k: v for k, v in own.items() if k in stale})
         self.load_state_dict(state)
@@ -306,7 +318,7 @@ class SemanticLoss(nn.Module):
         guess, sure = self.view_guesses(real_b, fake_a.detach())
         target_b = torch.where(self.on, self.agreed_labels(guess, sure, label_b), label_b)
         unlabelled = label_b == self.ignore
-        agreed = agreement(guess, self.num_classes, unlabelled) if len(self.views) > 1 else torch.ones(())
+        counts = overlap(guess, self.num_classes, unlabelled)
         losses = {
             "task_a": cross_entropy(self.task_a(real_a), label_a, self.ignore),
             "task_ab": cross_entropy(self.task_ab(fake_b.detach()), label_a, self.ignore),
@@ -320,7 +332,7 @@ class SemanticLoss(nn.Module):
         # the term waits for the networks it needs: task_a (B -> A) and those of the views of real B
         needed = torch.stack([losses[n] for n in sorted({"task_a", *self.view_names})]).max().detach()
         has_b = (target_b != self.ignore).any()
-        self._update_gates(needed, losses["task_b"].detach(), has_b, agreed.to(needed.device))
+        self._update_gates(needed, losses["task_b"].detach(), has_b, counts)
         losses["semantic_on"] = self.term_on().float()
         losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target
         losses["agreement"] = self.running_agreement.clone()
@@ -376,20 +388,22 @@ class SemanticLoss(nn.Module):
 
     @torch.no_grad()
     def _update_gates(self, loss: torch.Tensor, judge_loss: torch.Tensor, judge_learned: torch.Tensor,
-                      agreed: torch.Tensor) -> None:
+                      counts: torch.Tensor) -> None:
+        """``counts``: the step's ``overlap`` of the views on real B."""
         losses = torch.stack([loss.float(), judge_loss.float()])
         learned = torch.stack([torch.ones_like(judge_learned), judge_learned]).float()
-        agreed = agreed.float()
+        counts = counts.float().to(losses.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # one gate for all ranks
-            both = torch.cat([losses * learned, learned, agreed[None]])
+            both = torch.cat([losses * learned, learned, counts.flatten()])
             torch.distributed.all_reduce(both)
             losses, learned = both[:2] / both[2:4].clamp(min=1), (both[2:4] > 0).float()
-            agreed = both[4] / torch.distributed.get_world_size()
+            counts = both[4:].view_as(counts)
         first = torch.isnan(self.running_loss)
         updated = torch.where(first, losses, EMA_DECAY * self.running_loss + (1 - EMA_DECAY) * losses)
         self.running_loss.copy_(torch.where(learned.bool(), updated, self.running_loss))
-        self.running_agreement.copy_(torch.where(torch.isnan(self.running_agreement), agreed,
-                                                 EMA_DECAY * self.running_agreement + (1 - EMA_DECAY) * agreed))
+        first = torch.isnan(self.running_agreement)
+        self.running_overlap.copy_(torch.where(first, counts, EMA_DECAY * self.running_overlap + (1 - EMA_DECAY) * counts))
+        self.running_agreement.copy_(agreement_of(self.running_overlap))
         self.steps += self.cfg.task_every  # training steps seen
         threshold = self.cfg.max_task_loss
         self.on |= (self.steps >= self.cfg.warmup_steps) & (self.running_loss[0] < threshold)

@@ -441,6 +441,14 @@ def test_agreement_of_views_is_the_mean_class_iou_of_their_predictions():
     b = a.clone()
     a[0, :2, :2], b[0, 2:, 2:] = 1, 1
     assert agreement(torch.stack([a, b]), 2).item() == pytest.approx((8 / 16 + 0) / 2)
+    # running counts, not a mean of batch values: a class that one view gives once in a batch
+    # would sink that batch's mean by a whole class
+    from cyclecmda.semantic import agreement_of, overlap
+
+    batches = [torch.tensor([[0, 0, 0, 1], [0, 0, 0, 0]]), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])]
+    assert [round(agreement(g, 2).item(), 3) for g in batches] == [0.375, 0.375]
+    pooled = overlap(batches[0], 2) + overlap(batches[1], 2)
+    assert agreement_of(pooled).item() == pytest.approx((3 / 5 + 3 / 5) / 2)
 
 
 def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_views_disagree(tiny_config):
@@ -468,7 +476,8 @@ def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_vi
 
     def steps_until(agreed: float, term_on: bool) -> int:
         for step in range(1, 30):
-            semantic._update_gates(0.1 * one, 0.1 * one, torch.tensor(True), agreed * one)
+            counts = torch.tensor([[10 * agreed, 0.0, 0.0], [10.0, 0.0, 0.0]])  # 10 entries of one class, some agreed
+            semantic._update_gates(0.1 * one, 0.1 * one, torch.tensor(True), counts)
             if bool(semantic.term_on()) == term_on:
                 return step
         return 0

@@ -31,9 +31,10 @@ a translation must show its class the way real B images do, not in a code of its
 network trained on translations would learn to read), and that ``task_a`` give ``gen_ba(b)`` the
 label of ``b``, or ``task_b``'s confident prediction on ``b``. The term waits until
 ``warmup_steps`` training steps have passed and the running losses of ``task_a`` and of the views'
-networks are below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then, and the
-term comes on once ``task_b``'s running loss is below that too, and is on only while the views'
-agreement is at least ``min_agreement``: it goes off again when they stop agreeing. While it is
+networks are below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then. The term
+is on only while ``task_b``'s running loss on them is below that too (a judge that cannot fit its
+pseudo-labels, as when they miss whole classes, is no judge) and the views' agreement is at
+least ``min_agreement``: it goes off again when either fails. While it is
 off the translator trains exactly as without labels (the task networks draw no random number of
 the translator's), so labels whose pseudo-labels cannot be trusted cost nothing but time.
 
@@ -195,7 +196,7 @@ class SemanticLoss(nn.Module):
             setattr(self, name, TaskNetwork(weights=task.weights, **_flat(self.specs[name])))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         # running losses of (task_a and the views' networks) and of task_b; the running agreement of
-        # the views; gates that open once and stay open: the networks are ready, then task_b too
+        # the views; gates: the networks are ready (opens once), task_b fits its pseudo-labels (now)
         self.register_buffer("running_loss", torch.full((2,), float("nan")))
         # the views' agreement is measured on running counts (a class seen a few times in a batch
         # would make a batch's own intersection over union swing)
@@ -407,7 +408,7 @@ class SemanticLoss(nn.Module):
         self.steps += self.cfg.task_every  # training steps seen
         threshold = self.cfg.max_task_loss
         self.on |= (self.steps >= self.cfg.warmup_steps) & (self.running_loss[0] < threshold)
-        self.judge_on |= self.on & (self.running_loss[1] < threshold)
+        self.judge_on.copy_(self.on & (self.running_loss[1] < threshold))  # not latched: the judge may unlearn
 
 
 def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[SemanticLoss]:

@@ -488,8 +488,23 @@ def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_vi
     assert float(semantic.running_agreement) < 0.6  # ... the running agreement falling below min_agreement does
     assert steps_until(0.2, True) == 0  # off while they disagree
     assert 2 <= steps_until(1.0, True) <= 10  # and on again once they agree
+    # the judge too: off while it cannot fit its pseudo-labels (running loss over max_task_loss, 1.0)
+    agreed = torch.tensor([[10.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
+    closed_after = []
+    for step in range(30):
+        semantic._update_gates(0.1 * one, 3.0 * one, torch.tensor(True), agreed)
+        closed_after += [] if semantic.term_on() else [step]
+    assert closed_after and closed_after[0] >= 2 and closed_after == list(range(closed_after[0], 30))
+    assert semantic.on  # the networks stay ready: only the judge's part is off
+    for step in range(30):
+        semantic._update_gates(0.1 * one, 0.1 * one, torch.tensor(True), agreed)
+        if semantic.term_on():
+            break
+    assert semantic.term_on() and step >= 2
     with pytest.raises(ConfigError, match=r"pseudo_labels.*shape, translations, source"):
         load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.pseudo_labels=[shape,outline]"])
+    one = load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.pseudo_labels=translations"])
+    assert one.loss.semantic.pseudo_labels == ["translations"]  # a single view by its name, as configs wrote it before
     with pytest.raises(ConfigError, match=r"each once but shape"):
         load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.pseudo_labels=[source,source]"])
     with pytest.raises(ConfigError, match="min_agreement"):

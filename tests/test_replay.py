@@ -65,3 +65,20 @@ def test_state_dict_restores_the_contents_and_where_the_next_item_goes():
     torch.manual_seed(1)
     assert torch.equal(b.sample(50)["label"], from_a["label"])
     assert set(from_a["label"].tolist()) == {1, 2, 3, 4}
+
+
+def test_draws_leave_torchs_random_numbers_alone_and_resume_from_the_state():
+    torch.manual_seed(3)
+    mem = memory(5)
+    mem.add(**batch(0, 5))
+    before = torch.random.get_rng_state()
+    first = mem.sample(8)["label"].tolist()
+    assert torch.equal(torch.random.get_rng_state(), before)  # the translator's numbers are untouched
+    assert mem.sample(8)["label"].tolist() != first  # each draw is a new one
+    copy = memory(5)
+    copy.load_state_dict(mem.state_dict())  # a resumed run draws what the first would have drawn next
+    assert copy.sample(8)["label"].tolist() == mem.sample(8)["label"].tolist()
+    torch.manual_seed(4)
+    other = memory(5)  # another run's seed, other draws
+    other.add(**batch(0, 5))
+    assert other.sample(8)["label"].tolist() != first

@@ -19,7 +19,7 @@ translation to A. None of them is right on every domain pair: outlines look alik
 and thermal frames, not across photos and line drawings, and the two others are only as right as
 the translators, which early in training are wrong. An entry gets a pseudo-label only where every
 view names the same class at least ``confidence`` sure, and the views' *agreement* on real B (the
-mean over classes of the intersection over union of their predictions, a running mean) says
+mean over classes of the intersection over union of their predictions, from running counts) says
 whether pseudo-labels can be trusted at all. The default views are two outline networks: two
 networks trained alike from different starting weights disagree on new data about as often as
 they are wrong there (Jiang et al., "Assessing Generalization of SGD via Disagreement", 2022), so
@@ -64,11 +64,14 @@ from cyclecmda.replay import ReplayMemory
 
 Tensors = Dict[str, torch.Tensor]
 
-EMA_DECAY = 0.9  # of the running task loss that gates the generator term
+EMA_DECAY = 0.9  # of the running losses and agreement counts that gate the generator term
 # loss.semantic.confidence: None by kind; at 0.9 a segmenter's sure pixels on real B were nearly all
 # background, and task_b, learning from them, labelled everything background (docs/benchmarks.md)
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+__all__ = ["SemanticLoss", "agreement", "agreement_of", "batch_targets", "build_semantic", "ignore_index", "overlap",
+           "score", "shape_view", "task_spec", "test_targets"]
 
 # the network behind each view of real B (``source`` reads the image's translation to A); a second
 # ``shape`` view is a second, independently initialised outline network
@@ -83,8 +86,6 @@ def view_networks(views: List[str]) -> List[str]:
         names.append(VIEW_NETWORKS[view] + (f"_{repeat + 1}" if repeat else ""))
     return names
 
-__all__ = ["SemanticLoss", "agreement", "agreement_of", "overlap", "batch_targets", "build_semantic", "ignore_index", "score", "shape_view", "task_spec",
-           "test_targets"]
 
 
 def ignore_index(kind: str) -> int:

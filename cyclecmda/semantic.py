@@ -209,7 +209,9 @@ class SemanticLoss(nn.Module):
         self.register_buffer("reported", torch.zeros(len(self.reported_names)))  # as of the latest task step
         target = () if cfg.kind == "class" else (size, size)
         self.memory = ReplayMemory(cfg.memory, {"real_a": (channels_a, size, size), "real_b": (channels_b, size, size),
-                                                "fake_a": (channels_a, size, size), "fake_b": (channels_b, size, size)},
+                                                "fake_b": (channels_b, size, size),
+                                                # the B images' translations, only for the view that reads them
+                                                **({"fake_a": (channels_a, size, size)} if "source" in self.views else {})},
                                    {"label_a": target, "label_b": target})
 
     def networks(self) -> Dict[str, nn.Module]:
@@ -233,7 +235,7 @@ class SemanticLoss(nn.Module):
     def recall(self) -> Tuple[torch.Tensor, ...]:
         """``task_step``'s arguments: ``task_batch`` items drawn from the memory."""
         items = self.memory.sample(self.cfg.task_batch)
-        return tuple(items[k] for k in ("real_a", "real_b", "fake_a", "fake_b", "label_a", "label_b"))
+        return tuple(items.get(k) for k in ("real_a", "real_b", "fake_a", "fake_b", "label_a", "label_b"))
 
     def report(self, losses: Optional[Tensors] = None) -> Tensors:
         """The task networks' latest losses, for every step's log (a task step passes its own)."""
@@ -273,9 +275,9 @@ class SemanticLoss(nn.Module):
         return torch.where(label_b != self.ignore, label_b, guess)
 
     @torch.no_grad()
-    def view_guesses(self, real_b: torch.Tensor, fake_a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def view_guesses(self, real_b: torch.Tensor, fake_a: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Each view's predicted classes of real B images and how sure it is: two (V, N, ...) tensors.
-        ``fake_a`` is the images' translation to A (the ``source`` view reads it)."""
+        ``fake_a`` is the images' translation to A, which only the ``source`` view reads."""
         edges = shape_view(real_b) if self.shape_names else None
         inputs = {"task_ab": lambda: self.task_ab(real_b), "task_a": lambda: self.task_a(fake_a),
                   **{n: (lambda n=n: getattr(self, n)(edges)) for n in self.shape_names}}
@@ -314,10 +316,10 @@ class SemanticLoss(nn.Module):
 
     # --- the task networks' own step -------------------------------------------------------
 
-    def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor,
+    def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: Optional[torch.Tensor], fake_b: torch.Tensor,
                   label_a: torch.Tensor, label_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors]:
         """Losses of the task networks on real images and detached translations; updates the gates."""
-        guess, sure = self.view_guesses(real_b, fake_a.detach())
+        guess, sure = self.view_guesses(real_b, None if fake_a is None else fake_a.detach())
         target_b = torch.where(self.on, self.agreed_labels(guess, sure, label_b), label_b)
         unlabelled = label_b == self.ignore
         counts = overlap(guess, self.num_classes, unlabelled)
@@ -370,7 +372,8 @@ class SemanticLoss(nn.Module):
             if "task_shape" in self.names:
                 values["task_shape_real_b"] = scored(lambda x: self.task_shape(shape_view(x)), "b")
             if gen_ba is not None:  # the pseudo-labels the judge would learn from, on labelled B test images
-                views = [self.view_guesses(b, gen_ba(b)) for b in images["b"].to(device).split(batch_size)]
+                source = "source" in self.views
+                views = [self.view_guesses(b, gen_ba(b) if source else None) for b in images["b"].to(device).split(batch_size)]
                 guess, sure = (torch.cat(parts, dim=1).cpu() for parts in zip(*views))
                 target = targets["b"]
                 assert target is not None

@@ -464,6 +464,7 @@ def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_vi
     semantic.task_shape.forward = lambda x: shape  # type: ignore[method-assign]
     semantic.task_ab.forward = lambda x: translations  # type: ignore[method-assign]
     semantic.task_a.forward = lambda x: source  # type: ignore[method-assign]
+    assert "fake_a" in semantic.memory.image_names  # the source view reads B's translations
     label_b = torch.tensor([-1, -1, -1, 0])
     guess, confidence = semantic.view_guesses(torch.zeros(4, 1, 8, 8), torch.zeros(4, 3, 8, 8))
     assert guess.shape == (3, 4) and confidence.shape == (3, 4)
@@ -537,6 +538,7 @@ def test_default_views_are_two_outline_networks_that_differ_only_in_their_start(
     assert cfg.loss.semantic.pseudo_labels == ["shape", "shape"] and cfg.loss.semantic.min_agreement == 0.6
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
     assert set(semantic.networks()) == {"task_a", "task_ab", "task_b", "task_shape", "task_shape_2"}
+    assert "fake_a" not in semantic.memory.image_names  # only the source view reads B's translations
     first, second = semantic.task_shape.state_dict(), semantic.task_shape_2.state_dict()
     assert any(not torch.equal(first[k], second[k]) for k in first)  # initialised apart
     real_a, real_b = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1

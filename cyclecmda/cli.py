@@ -13,7 +13,7 @@ CONFIG_HELP = "YAML config file(s), merged in order, then key=value overrides (e
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
-    from cyclecmda.demo import generate_demo_data
+    from cyclecmda.data.demo import generate_demo_data
 
     summary = generate_demo_data(args.out_dir, n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed)
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
@@ -31,7 +31,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from cyclecmda.config import load_config, split_cli_args
-    from cyclecmda.trainer import train
+    from cyclecmda.train.trainer import train
 
     paths, overrides = split_cli_args(args.config)
     train(load_config(paths, overrides))
@@ -53,7 +53,7 @@ def _pixel_limit(text: str) -> int:
 
 
 def _add_pixel_limit(parser: argparse.ArgumentParser, what: str) -> None:
-    from cyclecmda.images import MAX_IMAGE_PIXELS
+    from cyclecmda.data.images import MAX_IMAGE_PIXELS
 
     parser.add_argument("--max-image-pixels", type=_pixel_limit, default=MAX_IMAGE_PIXELS, metavar="N",
                         help=f"{what} larger than N pixels (width x height) are refused as unusable; "
@@ -63,7 +63,7 @@ def _add_pixel_limit(parser: argparse.ArgumentParser, what: str) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cyclecmda.evaluate import check_source, evaluate, features_record, format_table, write_json
+    from cyclecmda.evaluate.translator import check_source, evaluate, features_record, format_table, write_json
     from cyclecmda.files import ensure_writable_dir
 
     path = check_source(args.path)  # before the output folder is made
@@ -72,7 +72,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     ensure_writable_dir(out.parent, "--json" if args.json else "where evaluation.json goes; choose another with --json")
     extractor = None
     if args.features != "none":
-        from cyclecmda.metrics import create_feature_extractor
+        from cyclecmda.evaluate.metrics import create_feature_extractor
 
         extractor = create_feature_extractor(args.features, weights=args.features_weights)
     metrics = evaluate(args.path, args.a, args.b, paired=args.paired, extractor=extractor, device=args.device,
@@ -84,7 +84,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from cyclecmda.export import DIRECTIONS, export_checkpoint
+    from cyclecmda.export.write import DIRECTIONS, export_checkpoint
 
     directions = DIRECTIONS if args.direction == "both" else (args.direction,)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
@@ -95,7 +95,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
-    from cyclecmda.translate import format_summary, translate_folder
+    from cyclecmda.export.translate import format_summary, translate_folder
 
     summary = translate_folder(
         args.artifact, args.input, args.output, batch_size=args.batch_size, device=args.device,
@@ -122,7 +122,7 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cyclecmda.config import load_config, split_cli_args
-    from cyclecmda.downstream import format_table, measure
+    from cyclecmda.evaluate.downstream import format_table, measure
     from cyclecmda.files import ensure_writable_dir, output_error
 
     paths, overrides = split_cli_args(args.config)

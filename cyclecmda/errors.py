@@ -18,6 +18,10 @@ class DataError(CycleCMDAError, ValueError):
     """An image file or dataset location cannot be used."""
 
 
+class CheckpointError(CycleCMDAError):
+    """A checkpoint file is missing, unreadable, or not a cyclecmda checkpoint."""
+
+
 def short_reason(exc: BaseException) -> str:
     """An exception's first sentence: the reason without the paragraphs of advice torch appends."""
     text = str(exc).strip()

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from cyclecmda.config import load_config
-from cyclecmda.trainer import Trainer
+from cyclecmda.train.trainer import Trainer
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])

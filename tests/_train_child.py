@@ -9,7 +9,7 @@ import sys
 
 from cyclecmda.cli import main
 from cyclecmda.config import load_config
-from cyclecmda.trainer import train
+from cyclecmda.train.trainer import train
 
 
 def at_step(step: int, signum: int):

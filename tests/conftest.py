@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cyclecmda.config import Config, load_config
-from cyclecmda.images import write_image
+from cyclecmda.data.images import write_image
 
 
 def make_images(folder: Path, n: int, channels: int, dtype: type, size: int = 40, ext: str = ".png", seed: int = 0) -> List[Path]:
@@ -92,8 +92,8 @@ def exported(tmp_path_factory) -> Path:
 
     Returns the export folder holding a2b/ and b2a/; the checkpoint is at ../latest.pt.
     """
-    from cyclecmda.export import export_checkpoint
-    from cyclecmda.trainer import train
+    from cyclecmda.export.write import export_checkpoint
+    from cyclecmda.train.trainer import train
 
     root = tmp_path_factory.mktemp("exported")
     make_images(root / "a", 4, 3, np.uint8)

@@ -13,13 +13,13 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+from conftest import make_images
 
 from cyclecmda.augment import CycleGANTranslate
 from cyclecmda.augment.core import ArtifactError, TranslatorArtifact
-from cyclecmda.checkpoint import CheckpointError, load_checkpoint
 from cyclecmda.cli import main
-from cyclecmda.evaluate import load_translators
-from conftest import make_images
+from cyclecmda.evaluate.translator import load_translators
+from cyclecmda.train.checkpoint import CheckpointError, load_checkpoint
 
 
 def one_line_error(capsys, argv) -> str:
@@ -57,7 +57,7 @@ def test_export_names_what_the_file_is_instead_of_a_checkpoint(exported, tmp_pat
 
 def test_python_objects_in_a_pt_file_are_never_unpickled(tmp_path, capsys):
     pickled = tmp_path / "objects.pt"
-    torch.save({"format": "cyclecmda.checkpoint", "args": argparse.Namespace(lr=1.0)}, pickled)
+    torch.save({"format": "cyclecmda.train.checkpoint", "args": argparse.Namespace(lr=1.0)}, pickled)
     with pytest.raises(CheckpointError, match=r"objects\.pt.*Python objects beyond tensors.*can run code"):
         load_checkpoint(pickled)
     err = one_line_error(capsys, ["export", str(pickled), "-o", str(tmp_path / "out")])
@@ -253,7 +253,8 @@ def classifier_file(path: Path) -> Path:
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     program = torch.export.export(net.eval(), (torch.zeros(2, 1, 32, 32),),
-                                  dynamic_shapes=({0: Dim("b", max=64), 2: Dim("h", min=2, max=512), 3: Dim("w", min=2, max=512)},))
+                                  dynamic_shapes=({0: Dim("b", max=64), 2: Dim("h", min=2, max=512),
+                                                   3: Dim("w", min=2, max=512)},))
     if path.suffix == ".pt2":
         torch.export.save(program, str(path))
     else:

@@ -47,7 +47,7 @@ def test_shipped_presets_say_what_they_promise():
 
 
 def test_the_masks_overlay_turns_the_quickstart_to_the_demo_masks(tmp_path):
-    from cyclecmda.demo import generate_demo_data
+    from cyclecmda.data.demo import generate_demo_data
 
     quick = load_config([CONFIGS[0].parent / "quickstart.yaml"])
     masks = load_config([CONFIGS[0].parent / "quickstart.yaml", CONFIGS[0].parent / "overlays" / "demo_masks.yaml"])

@@ -7,13 +7,13 @@ from typing import List
 import numpy as np
 import pytest
 import torch
+from conftest import make_images
 from PIL import Image
 
 from cyclecmda.config import load_config
-from cyclecmda.data import ResumableSampler, UnpairedDataset, build_dataset, build_loader, list_images
+from cyclecmda.data.dataset import ResumableSampler, UnpairedDataset, build_dataset, build_loader, list_images
+from cyclecmda.data.images import convert_channels, probe_image, read_image, to_channels, write_image
 from cyclecmda.errors import DataError
-from cyclecmda.images import convert_channels, probe_image, read_image, to_channels, write_image
-from conftest import make_images
 
 
 def data_cfg(a: Path, b: Path, *extra: str):

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cyclecmda.demo import (
+from cyclecmda.data.demo import (
     B_RANGE,
     CLASS_NAMES,
     SPLITS,

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from cyclecmda.checkpoint import load_checkpoint
-from cyclecmda.cyclegan import build_network
-from cyclecmda.distributed import DistContext, context_from_env
-from cyclecmda.errors import CycleCMDAError
 from tb import scalars
 from test_train import overrides_of
+
+from cyclecmda.errors import CycleCMDAError
+from cyclecmda.method.cyclegan import build_network
+from cyclecmda.train.checkpoint import load_checkpoint
+from cyclecmda.train.distributed import DistContext, context_from_env
 
 CHILD = Path(__file__).with_name("_ddp_child.py")
 # gloo on CPU by default; tools/gpu_check.sh sets "cuda" on machines with two GPUs (NCCL)
@@ -132,9 +132,9 @@ def test_sync_batch_norm_is_batch_norm_in_one_process_and_refused_on_cpu_across_
 
     from torch import nn
 
-    from cyclecmda.distributed import convert_sync_batch_norm
     from cyclecmda.errors import ConfigError
-    from cyclecmda.trainer import train
+    from cyclecmda.train.distributed import convert_sync_batch_norm
+    from cyclecmda.train.trainer import train
 
     cfg = replace(tiny_config, model=replace(tiny_config.model, norm="sync_batch"))
     result = train(cfg)

@@ -12,9 +12,9 @@ import torch
 
 from cyclecmda.cli import main
 from cyclecmda.config import load_config
-from cyclecmda.demo import generate_demo_data
-from cyclecmda.downstream import format_table, measure
+from cyclecmda.data.demo import generate_demo_data
 from cyclecmda.errors import ConfigError
+from cyclecmda.evaluate.downstream import format_table, measure
 
 N_TRAIN, N_TEST = 12, 8
 FAST = ["--epochs", "1", "--width", "4"]

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-from cyclecmda.checkpoint import load_checkpoint
-from cyclecmda.cli import main
-from cyclecmda.errors import CycleCMDAError, DataError
-from cyclecmda.evaluate import compute_metrics, evaluate, load_translators
-from cyclecmda.metrics import FeatureExtractor
-from cyclecmda.trainer import train
 from conftest import make_images
 from tb import scalars
+from torch import nn
+
+from cyclecmda.cli import main
+from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.evaluate.metrics import FeatureExtractor
+from cyclecmda.evaluate.translator import compute_metrics, evaluate, load_translators
+from cyclecmda.train.checkpoint import load_checkpoint
+from cyclecmda.train.trainer import train
 
 
 class TinyFeatures(FeatureExtractor):
@@ -152,7 +152,8 @@ def test_evaluation_json_records_the_feature_network_its_weights_and_the_image_c
     import hashlib
 
     from conftest import random_fid_inception_state
-    from cyclecmda.metrics import FID_INCEPTION_FILE
+
+    from cyclecmda.evaluate.metrics import FID_INCEPTION_FILE
 
     weights = tmp_path / FID_INCEPTION_FILE  # random values of the right architecture
     torch.save(random_fid_inception_state(), weights)

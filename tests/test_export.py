@@ -12,8 +12,8 @@ import torch
 
 from cyclecmda.cli import main
 from cyclecmda.config import load_config
-from cyclecmda.cyclegan import build_network
-from cyclecmda.export import ExportError, PaddedTranslator, export_checkpoint
+from cyclecmda.export.write import ExportError, PaddedTranslator, export_checkpoint
+from cyclecmda.method.cyclegan import build_network
 
 SIZES = [(32, 32), (37, 45), (20, 28), (9, 14), (5, 6)]  # multiples of 4 and not, and below the smallest size
 
@@ -53,7 +53,7 @@ def test_export_writes_self_describing_artifacts(exported):
     for direction, (cin, cout, bits_in, bits_out) in {"a2b": (3, 1, 8, 16), "b2a": (1, 3, 16, 8)}.items():
         folder = exported / direction
         meta = json.loads((folder / "meta.json").read_text())
-        assert meta["direction"] == direction and meta["format"] == "cyclecmda.export"
+        assert meta["direction"] == direction and meta["format"] == "cyclecmda.export.write"
         assert (meta["input"]["channels"], meta["output"]["channels"]) == (cin, cout)
         assert (meta["input"]["bit_depth"], meta["output"]["bit_depth"]) == (bits_in, bits_out)
         b_side = meta["output"] if direction == "a2b" else meta["input"]
@@ -150,7 +150,7 @@ def test_export_cli_and_errors(exported, tmp_path, capsys):
 def test_export_on_finish(tiny_config):
     from dataclasses import replace
 
-    from cyclecmda.trainer import train
+    from cyclecmda.train.trainer import train
 
     cfg = replace(tiny_config, train=replace(tiny_config.train, export_on_finish=True))
     result = train(cfg)
@@ -166,7 +166,7 @@ def test_export_on_finish(tiny_config):
 
 
 def test_a_failed_export_leaves_nothing_behind_and_keeps_the_previous_one(exported, tmp_path, monkeypatch):
-    import cyclecmda.export as export
+    import cyclecmda.export.write as export
 
     checkpoint = exported.parent / "run" / "latest.pt"
     out = tmp_path / "out"
@@ -202,12 +202,12 @@ def test_no_default_path_prints_a_deprecation_warning(exported, tmp_path):
     import warnings
 
     import albumentations as A
+    from conftest import make_images
     from torchvision.transforms import v2
 
-    from conftest import make_images
     from cyclecmda.augment import CycleGANTranslate, CycleGANTranslateV2
-    from cyclecmda.evaluate import evaluate
-    from cyclecmda.translate import translate_folder
+    from cyclecmda.evaluate.translator import evaluate
+    from cyclecmda.export.translate import translate_folder
 
     make_images(tmp_path / "a", 2, 3, np.uint8)
     make_images(tmp_path / "b", 2, 1, np.uint16)

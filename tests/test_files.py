@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import cyclecmda.evaluate
-from cyclecmda.cli import main
-from cyclecmda.files import OutputError, ensure_writable_dir
-from cyclecmda.images import write_image
 from conftest import make_images
+
+import cyclecmda.evaluate.translator
+from cyclecmda.cli import main
+from cyclecmda.data.images import write_image
+from cyclecmda.files import OutputError, ensure_writable_dir
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_evaluate_checks_its_output_before_any_work(exported, tmp_path, blocked,
     def never(*args, **kwargs):
         raise AssertionError("loaded the translators before checking the output")
 
-    monkeypatch.setattr(cyclecmda.evaluate, "load_translators", never)
+    monkeypatch.setattr(cyclecmda.evaluate.translator, "load_translators", never)
     err = one_line_error(capsys, ["evaluate", str(exported), "--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"),
                                   "--features", "none", "--json", str(blocked / "metrics.json")], blocked)
     assert "--json" in err

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_images
 from PIL import Image
 
 from cyclecmda.cli import main
 from cyclecmda.config import DataConfig, load_config
-from cyclecmda.data import build_dataset, build_loader, ResumableSampler
+from cyclecmda.data.dataset import ResumableSampler, build_dataset, build_loader
+from cyclecmda.data.images import MAX_IMAGE_PIXELS, probe_image, read_image
 from cyclecmda.errors import ConfigError, DataError
-from cyclecmda.images import MAX_IMAGE_PIXELS, probe_image, read_image
-from cyclecmda.trainer import train
-from cyclecmda.translate import translate_folder
-from conftest import make_images
+from cyclecmda.export.translate import translate_folder
+from cyclecmda.train.trainer import train
 
 
 def png_claiming(path: Path, width: int, height: int) -> Path:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cyclecmda.errors import ConfigError
-from cyclecmda.image_pool import ImagePool
+from cyclecmda.method.image_pool import ImagePool
 
 
 class Labels:

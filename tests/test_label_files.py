@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from cyclecmda.config import load_config
-from cyclecmda.data import build_dataset
-from cyclecmda.errors import DataError
-from cyclecmda.images import probe_image, read_image, write_image
-from cyclecmda.semantic import test_targets as read_test_targets
 from test_labels import mask_folder, names, write_labels
 from test_train import overrides_of
+
+from cyclecmda.config import load_config
+from cyclecmda.data.dataset import build_dataset
+from cyclecmda.data.images import probe_image, read_image, write_image
+from cyclecmda.errors import DataError
+from cyclecmda.method.semantic import test_targets as read_test_targets
 
 
 def config(cfg, **changes):
@@ -77,7 +77,8 @@ def test_index_labels_that_name_their_classes_are_checked_against_the_class_orde
     cfg = config(tiny_config, data__a__test_labels=disagrees, **split["changes"])
     one_line_error(r"data\.a\.test_labels \('.*disagrees\.csv'\) line 2 names class 0 'person', but class 0 is 'animal' "
                    r"in the class order of data\.a\.labels \('.*train\.csv'\)", build_dataset, cfg.data, split="test")
-    cfg = config(tiny_config, data__a__labels=disagrees, data__a__root=split["test_root"], data__classes="[animal,car,person,tree]")
+    cfg = config(tiny_config, data__a__labels=disagrees, data__a__root=split["test_root"],
+                 data__classes="[animal,car,person,tree]")
     one_line_error(r"data\.a\.labels \('.*disagrees\.csv'\) line 2 names class 0 'person', but class 0 is 'animal' "
                    r"in the class order of data\.classes", build_dataset, cfg.data)
     # indices that name their classes set the order; names in another file are read through it
@@ -131,7 +132,8 @@ def test_a_stray_large_index_does_not_make_thousands_of_classes(tiny_config, rgb
     with pytest.raises(DataError, match=rf"{files[-1]}: label '100000' is not a known class \(3 classes of data\.classes"):
         build_dataset(cfg.data)
     with pytest.warns(UserWarning, match=files[-1]):
-        ds = build_dataset(config(tiny_config, data__a__labels=stray, data__classes="[cat,dog,owl]", data__on_bad_file="skip").data)
+        cfg = config(tiny_config, data__a__labels=stray, data__classes="[cat,dog,owl]", data__on_bad_file="skip")
+        ds = build_dataset(cfg.data)
     assert len(ds.a) == 4
 
 

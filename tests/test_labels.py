@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_train import overrides_of
 
 from cyclecmda.config import load_config
-from cyclecmda.data import build_dataset
+from cyclecmda.data.dataset import build_dataset
+from cyclecmda.data.images import write_image
 from cyclecmda.errors import DataError
-from cyclecmda.images import write_image
-from test_train import overrides_of
 
 
 def write_labels(path: Path, rows, header=("filename", "label")) -> Path:
@@ -69,7 +69,8 @@ def test_class_named_subfolders_are_labels(tiny_config, tmp_path):
 def test_label_errors_name_the_file_and_skip_drops_only_it(tiny_config, rgb8_dir, tmp_path):
     files = names(rgb8_dir)
     missing = write_labels(tmp_path / "missing.csv", [(n, i % 2) for i, n in enumerate(files[1:])])
-    with pytest.raises(DataError, match=rf"(?s){files[0]}: has no label \(data\.a\.labels: .*missing\.csv has no row for it\).*on_bad_file=skip"):
+    expected = rf"(?s){files[0]}: has no label \(data\.a\.labels: .*missing\.csv has no row for it\).*on_bad_file=skip"
+    with pytest.raises(DataError, match=expected):
         dataset(tiny_config, data__a__labels=missing)
     with pytest.warns(UserWarning, match=files[0]):
         ds = dataset(tiny_config, data__a__labels=missing, data__on_bad_file="skip")
@@ -86,7 +87,7 @@ def test_label_errors_name_the_file_and_skip_drops_only_it(tiny_config, rgb8_dir
 
 def mask_folder(images: Path, out: Path, fn) -> Path:
     """A mask per image: fn(image array) -> (H, W) uint8."""
-    from cyclecmda.images import read_image
+    from cyclecmda.data.images import read_image
 
     for path in images.glob("*.png"):
         write_image(out / path.name, fn(read_image(path)))
@@ -164,8 +165,8 @@ def test_masks_move_with_their_images(tiny_config, tmp_path, transforms):
 
 
 def test_demo_writes_masks_that_label_its_objects(tmp_path):
-    from cyclecmda.demo import CLASS_NAMES, MASK_CLASSES, generate_demo_data
-    from cyclecmda.images import read_image
+    from cyclecmda.data.demo import CLASS_NAMES, MASK_CLASSES, generate_demo_data
+    from cyclecmda.data.images import read_image
 
     info = generate_demo_data(tmp_path / "demo", n_train=8, n_test=4, size=64)
     for split in ("trainA", "trainB", "testA", "testB"):

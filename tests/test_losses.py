@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cyclecmda.errors import ConfigError
-from cyclecmda.losses import GAN_MODES, GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
+from cyclecmda.method.losses import GAN_MODES, GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
 
 
 def full(value: float, shape=(2, 1, 4, 4), dtype=torch.float32) -> torch.Tensor:

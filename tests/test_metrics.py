@@ -17,13 +17,13 @@ from torch import nn
 from torchvision.models import inception_v3
 
 from cyclecmda.errors import CycleCMDAError, DataError
-from cyclecmda.metrics import (
+from cyclecmda.evaluate.metrics import (
     FID_INCEPTION_FILE,
     FID_INCEPTION_URL,
-    FIDInceptionFeatures,
     INCEPTION_WEIGHTS_FILE,
     INCEPTION_WEIGHTS_URL,
     FeatureExtractor,
+    FIDInceptionFeatures,
     InceptionFeatures,
     MissingWeightsError,
     compute_features,

@@ -11,11 +11,11 @@ import torch
 import torch.nn as nn
 
 from cyclecmda.config import load_config
-from cyclecmda.cyclegan import CycleGAN
 from cyclecmda.errors import ConfigError
-from cyclecmda.layers import get_norm_layer, init_weights, make_upsample, use_conv_bias
+from cyclecmda.method.cyclegan import CycleGAN
 from cyclecmda.models import create_discriminator, create_generator, list_discriminators, list_generators
 from cyclecmda.models.generators import ResnetGenerator, UnetGenerator, UnetSkipBlock
+from cyclecmda.models.layers import get_norm_layer, init_weights, make_upsample, use_conv_bias
 
 GENERATOR_NAMES = list_generators()
 CHANNEL_PAIRS = [(3, 1), (1, 3), (3, 3)]

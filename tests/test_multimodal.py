@@ -234,7 +234,7 @@ def test_example_tool_builds_a_batch_and_a_picture(exported, tmp_path):
     import sys
     from pathlib import Path
 
-    from cyclecmda.demo import generate_demo_data
+    from cyclecmda.data.demo import generate_demo_data
 
     generate_demo_data(tmp_path / "demo", n_train=4, n_test=1, size=32)
     tool = Path(__file__).parents[1] / "tools" / "multimodal_example.py"
@@ -266,7 +266,7 @@ def test_translation_tool_shows_each_class_beside_its_real_thermal_frame(exporte
 
     import cv2
 
-    from cyclecmda.demo import generate_demo_data
+    from cyclecmda.data.demo import generate_demo_data
 
     generate_demo_data(tmp_path / "demo", n_train=4, n_test=12, size=32)
     tool = Path(__file__).parents[1] / "tools" / "translation_example.py"

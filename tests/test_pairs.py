@@ -1,4 +1,4 @@
-"""The domain pairs of cyclecmda.pairs: layout, determinism, labels and masks against the pictures,
+"""The domain pairs of cyclecmda.data.pairs: layout, determinism, labels and masks against the pictures,
 the package's own data checks, the configs, the commands of docs/pairs.md, and bad arguments."""
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import pytest
 
 from cyclecmda.cli import build_parser as cli_parser
 from cyclecmda.config import load_config, split_cli_args
-from cyclecmda.data import build_dataset
-from cyclecmda.demo import CLASS_NAMES, SPLITS, demo_scene, render_visible, scene_mask
-from cyclecmda.errors import ConfigError
-from cyclecmda.pairs import (
+from cyclecmda.data.dataset import build_dataset
+from cyclecmda.data.demo import CLASS_NAMES, SPLITS, demo_scene, render_visible, scene_mask
+from cyclecmda.data.pairs import (
     DIGIT_NAMES,
     N_HANDWRITTEN,
     PAIRS,
@@ -33,6 +32,7 @@ from cyclecmda.pairs import (
     handwritten_digits,
     main,
 )
+from cyclecmda.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST, SEED = 6, 5, 2
@@ -112,7 +112,7 @@ def test_layout_counts_formats_and_metadata(pairs: Dict[str, Path], name: str) -
 def test_same_arguments_same_bytes(pairs: Dict[str, Path], tmp_path: Path, name: str) -> None:
     again = generate_pair(name, tmp_path / "again", n_train=N_TRAIN, n_test=N_TEST, seed=SEED)
     assert _all_bytes(Path(again["root"])) == _all_bytes(pairs[name])
-    other = generate_pair(name, tmp_path / "other", n_train=N_TRAIN, n_test=N_TEST, seed=SEED + 1)
+    generate_pair(name, tmp_path / "other", n_train=N_TRAIN, n_test=N_TEST, seed=SEED + 1)
     assert (tmp_path / "other" / "trainA" / "00000.png").read_bytes() != (pairs[name] / "trainA" / "00000.png").read_bytes()
     # a smaller generation into the same folder leaves no stale images behind
     generate_pair(name, tmp_path / "again", n_train=2, n_test=1, seed=SEED)
@@ -247,7 +247,7 @@ def test_doc_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     seen = set()
     monkeypatch.chdir(ROOT)  # the doc's paths are relative to the repository
     for words in commands:
-        if words[:3] == ["python", "-m", "cyclecmda.pairs"]:
+        if words[:3] == ["python", "-m", "cyclecmda.data.pairs"]:
             args = build_parser().parse_args(words[3:])
             assert main([*words[3:], "--out", str(tmp_path / args.name), *small]) == 0
             seen.add("module")
@@ -269,11 +269,11 @@ def test_doc_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
 
 def test_module_entry_point(tmp_path: Path) -> None:
     out = tmp_path / "sketch"
-    run = subprocess.run([sys.executable, "-m", "cyclecmda.pairs", "sketch", "--out", str(out), "--n-train", "1",
+    run = subprocess.run([sys.executable, "-m", "cyclecmda.data.pairs", "sketch", "--out", str(out), "--n-train", "1",
                           "--n-test", "1", "--size", "16"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "sketch pair written" in run.stdout and _read(out / "trainB" / "00000.png").shape == (16, 16)
-    bad = subprocess.run([sys.executable, "-m", "cyclecmda.pairs", "sketch", "--out", str(out), "--size", "8"],
+    bad = subprocess.run([sys.executable, "-m", "cyclecmda.data.pairs", "sketch", "--out", str(out), "--size", "8"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: size must be in [16, 256], got 8"
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cyclecmda.checkpoint import load_checkpoint
-from cyclecmda.config import load_config
-from cyclecmda.progress import LRSchedule, Progress, RunPlan
-from cyclecmda.trainer import Trainer, train
 from tb import scalars
+
+from cyclecmda.config import load_config
+from cyclecmda.train.checkpoint import load_checkpoint
+from cyclecmda.train.progress import LRSchedule, Progress, RunPlan
+from cyclecmda.train.trainer import Trainer, train
 
 
 def plan(n: int, batch: int, world: int, epochs: int = 2, decay: int = 0, max_steps=None) -> RunPlan:

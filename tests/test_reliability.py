@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from cyclecmda.checkpoint import CheckpointError, load_checkpoint
-from cyclecmda.cli import main
-from cyclecmda.trainer import Trainer, TrainingDiverged, train
 from tb import scalars
 from test_train import overrides_of
+
+from cyclecmda.cli import main
+from cyclecmda.train.checkpoint import CheckpointError, load_checkpoint
+from cyclecmda.train.trainer import Trainer, TrainingDiverged, train
 
 
 def _child_env() -> dict:
@@ -189,7 +189,7 @@ class _TinyFeatures(torch.nn.Module):
 
 
 def test_in_loop_metrics_of_a_bf16_run_equal_those_of_evaluate(tiny_config, image_factory):
-    from cyclecmda.evaluate import compute_metrics, load_test_images, load_translators
+    from cyclecmda.evaluate.translator import compute_metrics, load_test_images, load_translators
 
     test_a = image_factory("testA", n=6, channels=3, dtype=np.uint8, seed=1)
     test_b = image_factory("testB", n=6, channels=1, dtype=np.uint16, seed=2)
@@ -224,7 +224,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_as_python_objects_and_never
     payload = (RunsCode(os.system, (f"touch '{marker}'",)) if call == "os.system"
                else RunsCode(exec, (f"open({str(marker)!r}, 'w').close()",)))
     path = tmp_path / "latest.pt"
-    torch.save({"format": "cyclecmda.checkpoint", "format_version": 2, "state": payload}, path)
+    torch.save({"format": "cyclecmda.train.checkpoint", "format_version": 2, "state": payload}, path)
     torch.load(path, weights_only=False)  # the payload is live: an unrestricted load runs it
     assert marker.exists()
     marker.unlink()

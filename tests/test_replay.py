@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cyclecmda.replay import ReplayMemory
+from cyclecmda.method.replay import ReplayMemory
 
 
 def memory(capacity: int = 5) -> ReplayMemory:

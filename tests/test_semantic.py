@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from cyclecmda.checkpoint import load_checkpoint
-from cyclecmda.config import load_config
-from cyclecmda.cyclegan import CycleGAN
-from cyclecmda.errors import ConfigError
-from cyclecmda.semantic import SemanticLoss, cross_entropy, score, shape_view
-from cyclecmda.trainer import TrainingDiverged, train
 from tb import scalars
 from test_labels import write_labels
 from test_train import overrides_of, run_child
+
+from cyclecmda.config import load_config
+from cyclecmda.errors import ConfigError
+from cyclecmda.method.cyclegan import CycleGAN
+from cyclecmda.method.semantic import SemanticLoss, cross_entropy, score, shape_view
+from cyclecmda.train.checkpoint import load_checkpoint
+from cyclecmda.train.trainer import TrainingDiverged, train
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def labelled(tiny_config, image_factory, tmp_path):
         masks = tmp_path / f"{key}_masks"
         masks.mkdir()
         for i, name in enumerate(files):
-            from cyclecmda.images import read_image, write_image
+            from cyclecmda.data.images import read_image, write_image
 
             h, w = read_image(folder / name).shape[:2]
             mask = np.zeros((h, w), np.uint8)
@@ -146,7 +146,7 @@ def test_task_downsample_is_checked_against_the_crop(tiny_config, labelled):
 
 
 def test_shape_view_keeps_outlines_and_drops_colour_temperature_and_polarity():
-    from cyclecmda.semantic import shape_view
+    from cyclecmda.method.semantic import shape_view
 
     torch.manual_seed(0)
     gray = torch.rand(2, 1, 16, 16) * 2 - 1
@@ -184,7 +184,7 @@ def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config
     total, losses = semantic.task_step(real_a, real_b, fake_a, fake_b, label_a, label_b)
     total.backward()
     assert all(p.grad is not None for p in semantic.task_shape.parameters())
-    from cyclecmda.semantic import shape_view
+    from cyclecmda.method.semantic import shape_view
 
     assert torch.equal(seen[-1], shape_view(real_a))  # it learns from the outlines of labelled A images
     assert losses["pseudo_b"].item() == pytest.approx(1 / 3)  # closed gate: only B's own label
@@ -336,7 +336,7 @@ def test_semantic_loss_needs_labels_and_resumes_only_with_it(tiny_config, labell
     with pytest.raises(ConfigError, match=r"data\.mask_classes"):
         load_config([], overrides_of(tiny_config, data__a__masks="m"))
     train(config(tiny_config, train__max_steps=1, **labelled))
-    from cyclecmda.checkpoint import CheckpointError
+    from cyclecmda.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"loss\.semantic\.kind=class.*sets none"):
         train(config(tiny_config, train__max_steps=2, train__resume="auto", run__name="sem"))
@@ -362,7 +362,8 @@ def test_kill_and_resume_with_the_task_networks_gives_the_same_losses(tiny_confi
 
 
 def test_two_process_ddp_run_keeps_the_task_networks_identical(tiny_config, labelled, tmp_path):
-    from test_distributed import overrides as ddp_overrides, torchrun
+    from test_distributed import overrides as ddp_overrides
+    from test_distributed import torchrun
 
     out = tmp_path / "ddp"
     out.mkdir()
@@ -418,14 +419,14 @@ def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_confi
     with pytest.raises(ArtifactError, match="is a task network"):
         load_artifact(out / "task_b")
     plain = train(config(tiny_config, train__max_steps=1, run__name="plain"))
-    from cyclecmda.export import ExportError, export_checkpoint
+    from cyclecmda.export.write import ExportError, export_checkpoint
 
     with pytest.raises(ExportError, match="holds no task network"):
         export_checkpoint(plain.checkpoint, tmp_path / "plain", task=True)
 
 
 def test_agreement_of_views_is_the_mean_class_iou_of_their_predictions():
-    from cyclecmda.semantic import agreement
+    from cyclecmda.method.semantic import agreement
 
     same = torch.tensor([[0, 1, 2, 2], [0, 1, 2, 2]])
     assert agreement(same, 3).item() == 1.0
@@ -443,7 +444,7 @@ def test_agreement_of_views_is_the_mean_class_iou_of_their_predictions():
     assert agreement(torch.stack([a, b]), 2).item() == pytest.approx((8 / 16 + 0) / 2)
     # running counts, not a mean of batch values: a class that one view gives once in a batch
     # would sink that batch's mean by a whole class
-    from cyclecmda.semantic import agreement_of, overlap
+    from cyclecmda.method.semantic import agreement_of, overlap
 
     batches = [torch.tensor([[0, 0, 0, 1], [0, 0, 0, 0]]), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])]
     assert [round(agreement(g, 2).item(), 3) for g in batches] == [0.375, 0.375]

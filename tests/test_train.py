@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from cyclecmda.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, load_checkpoint
-from cyclecmda.config import load_config
-from cyclecmda.cyclegan import build_network
-from cyclecmda.errors import ConfigError
-from cyclecmda.trainer import Trainer, TrainingDiverged, train
 from tb import image_tags, load_events, scalars
+
+from cyclecmda.config import load_config
+from cyclecmda.errors import ConfigError
+from cyclecmda.method.cyclegan import build_network
+from cyclecmda.train.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, load_checkpoint
+from cyclecmda.train.trainer import Trainer, TrainingDiverged, train
 
 CHILD = Path(__file__).with_name("_train_child.py")
 
@@ -62,7 +62,7 @@ def test_checkpoint_describes_itself_and_rebuilds_generators(tiny_config):
     trainer = Trainer(tiny_config)
     trainer.fit()
     ckpt = load_checkpoint(trainer.run_dir / "latest.pt")  # weights_only=True inside
-    assert ckpt["format"] == "cyclecmda.checkpoint" and ckpt["format_version"] == 2
+    assert ckpt["format"] == "cyclecmda.train.checkpoint" and ckpt["format_version"] == 2
     assert ckpt["package_version"] and ckpt["config"]["model"]["gen"]["arch"] == "resnet_2blocks"
     assert set(ckpt["state"]) == {"gen_ab", "gen_ba", "disc_a", "disc_b"}
     assert set(ckpt["optimizers"]) == {"gen", "disc"}
@@ -131,7 +131,7 @@ def test_sigterm_and_sigint_save_and_say_how_to_resume(tiny_config, signame):
 
 def test_crash_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
     path = tmp_path / "latest.pt"
-    atomic_torch_save({"format": "cyclecmda.checkpoint", "format_version": 1, "w": torch.ones(3)}, path)
+    atomic_torch_save({"format": "cyclecmda.train.checkpoint", "format_version": 1, "w": torch.ones(3)}, path)
     before = hashlib.sha256(path.read_bytes()).hexdigest()
 
     def crashing_save(obj, f):
@@ -192,7 +192,7 @@ def test_mixed_precision_steps_train(tiny_config, precision):
 
 
 def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(tiny_config, monkeypatch, capsys):
-    from cyclecmda import hardware
+    from cyclecmda.train import devices as hardware
 
     auto = replace(tiny_config, train=replace(tiny_config.train, precision="auto"))
     for native, expected in ((False, None), (True, torch.bfloat16)):
@@ -321,7 +321,7 @@ def test_contrastive_loss_trains_saves_and_resumes(tiny_config):
 def test_contrastive_loss_learns_to_tell_patches_apart(tiny_config):
     """With the contrastive loss alone, the generators and projectors learn to match each input
     patch with its place in the translation: the loss falls well below chance, log(patches)."""
-    from cyclecmda.cyclegan import CycleGAN
+    from cyclecmda.method.cyclegan import CycleGAN
 
     torch.manual_seed(0)
     loss_cfg = replace(tiny_config.loss, lambda_nce=1.0, nce_patches=32)
@@ -347,7 +347,7 @@ def test_contrastive_loss_needs_a_generator_with_encoder_features(tiny_config):
 def test_nce_layers_choose_which_encoder_maps_the_contrastive_loss_compares(tiny_config):
     """``loss.nce_layers=[2, 3]`` compares only the deeper maps: one projector per chosen map; an
     index past the generator's maps is an error naming the key and the valid range."""
-    from cyclecmda.cyclegan import CycleGAN
+    from cyclecmda.method.cyclegan import CycleGAN
 
     torch.manual_seed(0)
     every = CycleGAN(tiny_config.model, replace(tiny_config.loss, lambda_nce=1.0, nce_patches=8), 3, 1)

@@ -9,14 +9,14 @@ from typing import List
 import numpy as np
 import pytest
 import torch
+from conftest import make_images
 from torch import nn
 
 from cyclecmda.augment.core import load_artifact, translate_unit
 from cyclecmda.cli import main
-from cyclecmda.export import PaddedTranslator
-from cyclecmda.images import read_image, write_image
-from cyclecmda.translate import TranslateError, edge_window, tile_spans, translate_folder, translate_tiled
-from conftest import make_images
+from cyclecmda.data.images import read_image, write_image
+from cyclecmda.export.translate import TranslateError, edge_window, tile_spans, translate_folder, translate_tiled
+from cyclecmda.export.write import PaddedTranslator
 
 BENCH = Path(__file__).parents[1] / "tools" / "bench_augment.py"
 
@@ -247,7 +247,7 @@ def test_bench_tool_builds_an_untrained_quickstart_artifact_without_arguments():
 
 
 def test_tiles_too_small_for_the_network_grid_are_refused():
-    from cyclecmda.translate import TranslateError, check_tiling
+    from cyclecmda.export.translate import TranslateError, check_tiling
 
     check_tiling(32, 8, multiple=4)
     with pytest.raises(TranslateError, match="at least 512"):
@@ -267,7 +267,7 @@ def test_an_output_folder_holding_files_of_the_same_names_is_refused_unless_over
         raise AssertionError("translated before refusing the output folder")
 
     with monkeypatch.context() as m:
-        m.setattr("cyclecmda.translate.translate_arrays", no_work)
+        m.setattr("cyclecmda.export.translate.translate_arrays", no_work)
         assert main(["translate", str(artifacts / "a2b"), str(src), str(out)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err

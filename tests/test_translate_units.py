@@ -10,12 +10,12 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+from conftest import make_images
 
 from cyclecmda.augment import CycleGANTranslate, CycleGANTranslateV2, MultiModalCompose, SynthesizeModality
 from cyclecmda.cli import main
-from cyclecmda.images import read_image, write_image
-from cyclecmda.translate import TranslateError, translate_folder
-from conftest import make_images
+from cyclecmda.data.images import read_image, write_image
+from cyclecmda.export.translate import TranslateError, translate_folder
 
 B_RANGE = (1000, 60000)
 

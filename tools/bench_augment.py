@@ -68,10 +68,10 @@ def build_untrained_artifact(out_dir: Path, backends: Sequence[str] = BACKENDS) 
     """Export an untrained quickstart translator (a2b) into out_dir, in the formats ``backends`` run
     (``weights.pt`` always, for eager; ONNX only where the exporter is installed)."""
     from cyclecmda import __version__
-    from cyclecmda.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
     from cyclecmda.config import load_config, to_dict
-    from cyclecmda.cyclegan import build_network, network_specs
-    from cyclecmda.export import ExportError, export_checkpoint
+    from cyclecmda.export.write import ExportError, export_checkpoint
+    from cyclecmda.method.cyclegan import build_network, network_specs
+    from cyclecmda.train.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
 
     cfg = load_config([ROOT / "configs" / "quickstart.yaml"])
     specs = network_specs(cfg.model, cfg.data.a.channels, cfg.data.b.channels)
@@ -156,8 +156,8 @@ def load_runner(backend: str, device: str, folder: Path, meta: Dict[str, Any]) -
             warnings.simplefilter("ignore", FutureWarning)
             net = torch.jit.load(str(folder / meta["files"]["torchscript"]), map_location=device)
     else:
-        from cyclecmda.cyclegan import build_network
-        from cyclecmda.export import PaddedTranslator
+        from cyclecmda.export.write import PaddedTranslator
+        from cyclecmda.method.cyclegan import build_network
 
         gen = build_network(meta["network"])
         gen.load_state_dict(torch.load(folder / meta["files"]["weights"], map_location="cpu", weights_only=True))

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from cyclecmda.config import load_config, split_cli_args
-from cyclecmda.data import ResumableSampler, build_dataset, build_loader
-from cyclecmda.trainer import ensure_demo_data
+from cyclecmda.data.dataset import ResumableSampler, build_dataset, build_loader
+from cyclecmda.train.trainer import ensure_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

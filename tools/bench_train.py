@@ -102,7 +102,7 @@ def measure(config: List[str], overrides: List[str], steps: int, warmup: int, co
     from torch.utils.flop_counter import FlopCounterMode
 
     from cyclecmda.config import load_config
-    from cyclecmda.trainer import Trainer
+    from cyclecmda.train.trainer import Trainer
 
     trainer = Trainer(load_config(config, overrides))
     device = trainer.device

@@ -6,7 +6,7 @@ The same small model is trained three ways and tested on real thermal (B) test i
   (b) b_translated:    the same labelled A images passed through the exported A -> B translator
   (c) c_thermal:       labelled thermal (B) training images (the ceiling)
 
-This is :func:`cyclecmda.downstream.measure` with the demo folder's layout filled in (its labels,
+This is :func:`cyclecmda.evaluate.downstream.measure` with the demo folder's layout filled in (its labels,
 masks and thermal camera range) and the JSON of earlier versions of this tool. For your own data,
 use ``cyclecmda downstream CONFIG --artifact DIR`` directly.
 
@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from cyclecmda.config import Config, load_config
-from cyclecmda.downstream import measure
+from cyclecmda.evaluate.downstream import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"a_visible_gray": "as_is", "b_translated": "translated", "c_thermal": "real_b"}
@@ -101,7 +101,7 @@ def summary(arm: Dict[str, Any], name: str) -> Dict[str, object]:
 
 def run(demo: Path, task: str, arms: List[str], artifact: Path, seeds: List[int], epochs: int,
         model: Any, width: int, lr: Optional[float]) -> Dict[str, Any]:
-    """One task's arms through cyclecmda.downstream.measure, keyed by this tool's arm names."""
+    """One task's arms through cyclecmda.evaluate.downstream.measure, keyed by this tool's arm names."""
     translators = {"b_translated": artifact} if "b_translated" in arms else {}
     report = measure(demo_config(demo, task), translators, task=task, arms=[ARMS[a] for a in arms], model=model,
                      width=width, epochs=epochs, seeds=seeds, lr=lr, progress=True)
@@ -112,11 +112,11 @@ def run(demo: Path, task: str, arms: List[str], artifact: Path, seeds: List[int]
 
 def ensure_inputs(demo: Path, artifact: Optional[Path]) -> None:
     if not (demo / "dataset.json").is_file():
-        from cyclecmda.demo import generate_demo_data
+        from cyclecmda.data.demo import generate_demo_data
 
         generate_demo_data(demo)
     if artifact is not None and not (artifact / "meta.json").is_file():
-        from cyclecmda.trainer import train
+        from cyclecmda.train.trainer import train
 
         print(f"no translator at {artifact}: training the quickstart one first", file=sys.stderr)
         train(load_config([ROOT / "configs" / "quickstart.yaml"], [f"data.demo_dir={demo}",

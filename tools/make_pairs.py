@@ -3,7 +3,7 @@
     python tools/make_pairs.py [--out data/pairs] [--seed 0] [--only sketch night] [--n-train N --n-test N]
                                [--sheets docs/images]
 
-Each pair is written by cyclecmda.pairs.generate_pair, with its own counts and size unless given
+Each pair is written by cyclecmda.data.pairs.generate_pair, with its own counts and size unless given
 (docs/pairs.md); the digits pair needs scikit-learn (pip install 'cyclecmda[pairs]'). ``--sheets``
 also draws a contact sheet per pair, pairs_<name>.png: a few test images of A, of B and their masks.
 """
@@ -18,8 +18,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cyclecmda.images import read_image, to_channels
-from cyclecmda.pairs import PAIRS, generate_pair
+from cyclecmda.data.images import read_image, to_channels
+from cyclecmda.data.pairs import PAIRS, generate_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS, ZOOM, LABEL_WIDTH = 6, 3, 124

@@ -16,7 +16,6 @@ with the box drawn. Prints a JSON summary of the batch.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -29,8 +28,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cyclecmda.augment import CrossModalMixup, ModalityDropout, MultiModalCompose, Synthesis, load_artifact
-from cyclecmda.demo import CLASS_NAMES, demo_scene, object_masks
-from cyclecmda.images import read_image
+from cyclecmda.data.demo import CLASS_NAMES, demo_scene, object_masks
+from cyclecmda.data.images import read_image
 
 MODALITIES = {"visible": "image", "infrared": "image", "segmentation": "mask"}
 COLUMNS = (("visible", "(labelled input)"), ("thermal", "(synthesized)"), ("mask", ""),

@@ -26,10 +26,10 @@ from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
+from multimodal_example import framed_row, titles, to_rgb
 
 from cyclecmda.augment import MultiModalCompose, Synthesis, load_artifact
-from cyclecmda.images import read_image
-from multimodal_example import framed_row, titles, to_rgb
+from cyclecmda.data.images import read_image
 
 
 def test_rows(demo: Path, per_class: int) -> List[Tuple[str, str]]:

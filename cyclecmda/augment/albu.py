@@ -9,9 +9,7 @@ import albumentations as A
 import numpy as np
 import torch
 
-from cyclecmda.augment.core import (TranslatorArtifact, check_runtime, check_units, load_artifact, translate_raw,
-                                    translate_unit)
-
+from cyclecmda.augment.core import TranslatorArtifact, check_runtime, check_units, load_artifact, translate_raw, translate_unit
 
 Strength = Union[float, Tuple[float, float]]
 
@@ -37,8 +35,8 @@ def translate_batch(
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)
     s = torch.tensor(list(strengths))
     out = translate_raw(artifact, x, lambda unit: translate_unit(artifact, unit, s, keep_input_channels), units)
-    out = out.permute(0, 2, 3, 1).cpu().numpy()
-    return out[..., 0] if squeeze and out.shape[-1] == 1 else out
+    pixels = out.permute(0, 2, 3, 1).cpu().numpy()
+    return pixels[..., 0] if squeeze and pixels.shape[-1] == 1 else pixels
 
 
 class CycleGANTranslate(A.ImageOnlyTransform):

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from cyclecmda.augment.artifact_checks import ArtifactError, check_meta, program_channels, read_pt2
+from cyclecmda.data.images import convert_channels
 from cyclecmda.errors import short_reason
-from cyclecmda.images import convert_channels
 
 PathLike = Union[str, Path]
 __all__ = ["ArtifactError", "TranslatorArtifact", "load_artifact", "translate_unit", "translate_raw"]
@@ -77,7 +77,8 @@ class TranslatorArtifact:
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{meta_path} is not valid JSON ({short_reason(exc)}); re-export it with 'cyclecmda export'.") from None
+            raise ArtifactError(
+                f"{meta_path} is not valid JSON ({short_reason(exc)}); re-export it with 'cyclecmda export'.") from None
         self.meta = check_meta(meta, meta_path)
         self.files = {kind: self._inside(meta_path, f"files.{kind}", name) for kind, name in self.meta["files"].items()}
         self.format = next((f for f in ("pt2", "torchscript") if f in self.files), None)
@@ -123,9 +124,10 @@ class TranslatorArtifact:
                 min_size = self.min_input_size
                 if self.format == "onnx":
                     check_runtime(self.runtime, key)
-                    net: torch.nn.Module = OnnxRuntimeNetwork(self.files["onnx"])
+                    session = OnnxRuntimeNetwork(self.files["onnx"])
                     min_size = self.meta.get("onnx_min_input_size", min_size)
-                    self._check_channels(self.files["onnx"], net.channels)
+                    self._check_channels(self.files["onnx"], session.channels)
+                    net: torch.nn.Module = session
                 elif self.format == "pt2":
                     net, channels = _load_pt2(self.files["pt2"], key)
                     self._check_channels(self.files["pt2"], channels)
@@ -186,7 +188,8 @@ class OnnxRuntimeNetwork(torch.nn.Module):
                                 "'cyclecmda export --format pt2,onnx'.") from None
         self.input_name = self.session.get_inputs()[0].name
         shapes = [self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape]
-        self.channels = tuple(s[1] if len(s) >= 2 and isinstance(s[1], int) else None for s in shapes)
+        sides = [s[1] if len(s) >= 2 and isinstance(s[1], int) else None for s in shapes]
+        self.channels: Tuple[Optional[int], Optional[int]] = (sides[0], sides[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})[0]
@@ -272,9 +275,9 @@ def unit_mapping(dtype: Union[np.dtype, torch.dtype], side: Dict) -> Tuple[float
     if name.startswith("float"):
         return 0.0, 1.0
     if name == "uint8":
-        return tuple(side["value_range"]) if side["bit_depth"] == 8 else (0.0, 255.0)  # type: ignore[return-value]
+        return tuple(side["value_range"]) if side["bit_depth"] == 8 else (0.0, 255.0)
     if name == "uint16":
-        return tuple(side["value_range"]) if side["bit_depth"] == 16 else (0.0, 65535.0)  # type: ignore[return-value]
+        return tuple(side["value_range"]) if side["bit_depth"] == 16 else (0.0, 65535.0)
     raise ArtifactError(f"images of dtype {name} are not supported; use uint8, uint16 or float32 in [0, 1].")
 
 

@@ -12,8 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import albumentations as A
 import numpy as np
@@ -103,7 +102,7 @@ class Synthesis:
 
 def _to_float(image: np.ndarray, side: Mapping[str, Any]) -> np.ndarray:
     """An image as float32 in [0, 1] by the translator's input scaling (as the translation transforms do)."""
-    lo, hi = unit_mapping(image.dtype, side)
+    lo, hi = unit_mapping(image.dtype, dict(side))
     return np.clip((image.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
@@ -242,7 +241,7 @@ class MultiModalCompose:
             "geometric": A.to_dict(self._geometric),
             "photometric": {name: A.to_dict(c) for name, c in self._photometric.items()},
             "synthesize": {k: asdict(v) for k, v in self.synthesize.items()},
-            "after": [fn.to_dict() for fn in self.after],
+            "after": [getattr(fn, "to_dict")() for fn in self.after],
             "seed": self.seed,
         }
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from cyclecmda.errors import ConfigError
-from cyclecmda.layers import get_norm_layer, use_conv_bias
+from cyclecmda.models.layers import get_norm_layer, use_conv_bias
 from cyclecmda.registry import Registry
 
 DISCRIMINATORS = Registry("discriminator")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from cyclecmda.errors import ConfigError
-from cyclecmda.layers import NormLayer, get_norm_layer, make_upsample, use_conv_bias
+from cyclecmda.models.layers import NormLayer, get_norm_layer, make_upsample, use_conv_bias
 from cyclecmda.registry import Registry
 
 GENERATORS = Registry("generator")
@@ -29,6 +29,11 @@ def register_generator(name: Optional[str] = None) -> Callable[[Callable[..., nn
 def create_generator(name: str, **kwargs: Any) -> nn.Module:
     """Build the generator registered as ``name``; unknown names raise ConfigError."""
     return GENERATORS.create(name, **kwargs)
+
+
+def size_multiple(gen: nn.Module) -> int:
+    """What a generator's input height and width must be multiples of."""
+    return int(getattr(gen, "size_multiple"))
 
 
 def list_generators() -> List[str]:

@@ -105,6 +105,8 @@ def small_segmenter(in_channels: int, num_classes: int, width: int = 32) -> nn.M
 
 
 class _TorchvisionTask(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
     """A torchvision model on our images: [-1, 1] -> ImageNet-normalised RGB; the dict output of
     segmentation models reduced to its ``out`` logits."""
 
@@ -153,10 +155,11 @@ def load_fitting(net: nn.Module, path: Path, key: str = "model.task.weights") ->
     except Exception as exc:  # a damaged or unsafe file fails in many types
         raise ConfigError(f"{key}: '{path}' is not a loadable weights file ({str(exc).splitlines()[0]}).") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else {}
-    levels = [net]
+    levels: List[nn.Module] = [net]
     while isinstance(getattr(levels[-1], "net", None), nn.Module):
-        levels.append(levels[-1].net)
-    best, fitting = net, {}
+        levels.append(getattr(levels[-1], "net"))
+    best: nn.Module = net
+    fitting: Dict[str, torch.Tensor] = {}
     for level in levels:
         own = level.state_dict()
         fit = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}

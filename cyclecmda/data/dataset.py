@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
 from cyclecmda.errors import DataError
-from cyclecmda.labels import ClassOrder, DomainLabels, read_class_order, read_mask
-from cyclecmda.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, convertible, probe_image, read_image, to_channels
+from cyclecmda.data.labels import ClassOrder, DomainLabels, read_class_order, read_mask
+from cyclecmda.data.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, convertible, probe_image, read_image, to_channels
 from cyclecmda.stopping import shield_worker
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -96,7 +96,7 @@ def init_process_group(ctx: DistContext, device: torch.device) -> bool:
                 "'torchrun --nproc_per_node N -m cyclecmda train CONFIG'."
             )
     backend = "nccl" if device.type == "cuda" else "gloo"
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    kwargs: Dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
     dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size, **kwargs)
     return True
 

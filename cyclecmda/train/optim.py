@@ -11,7 +11,7 @@ from cyclecmda.config import OptimConfig
 __all__ = ["adam", "adam_kernels", "restore_optimizer"]
 
 
-def adam_kernels(optim: OptimConfig, device: torch.device) -> Dict[str, bool]:
+def adam_kernels(optim: OptimConfig, device: torch.device) -> Dict[str, Any]:
     """Adam's implementation flags for ``optim.implementation`` (``auto``: fused on CUDA and CPU)."""
     impl = optim.implementation
     if impl == "auto":

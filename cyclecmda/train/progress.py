@@ -119,7 +119,7 @@ class RunPlan:
         return end
 
     def finished(self, progress: Progress) -> bool:
-        return (bool(self.max_steps) and progress.step >= self.max_steps) or (
+        return (bool(self.max_steps) and progress.step >= (self.max_steps or 0)) or (
             bool(self.epochs) and progress.epoch >= self.epochs
         )
 

@@ -21,9 +21,9 @@ import torch
 from tqdm import tqdm
 
 from cyclecmda.augment.core import UNITS, TranslatorArtifact, load_artifact, translate_raw, translate_unit
+from cyclecmda.data.images import MAX_IMAGE_PIXELS, probe_image, read_image, write_image
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.files import OutputError, ensure_writable_dir
-from cyclecmda.images import MAX_IMAGE_PIXELS, probe_image, read_image, write_image
 
 PathLike = Union[str, Path]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -252,7 +252,7 @@ def translate_folder(
         check_outputs_free(out_dir, root, files, (target,) if units == "target" else (np.dtype(np.uint8), np.dtype(np.uint16)))
     ensure_writable_dir(out_dir, "output folder")  # before any work
     if tile is not None:
-        check_tiling(tile, overlap, artifact.size_multiple)
+        check_tiling(tile, tile // 4 if overlap is None else overlap, artifact.size_multiple)
     try:  # fail on a bad artifact or device before reading any image
         artifact.module(device)
     except RuntimeError as exc:

@@ -19,7 +19,17 @@ import numpy as np
 import torch
 
 from cyclecmda import __version__
-from cyclecmda.checkpoint import (
+from cyclecmda.config import Config, DataConfig, save_config, to_dict, to_yaml
+from cyclecmda.data.dataset import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
+from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
+from cyclecmda.evaluate.translator import compute_metrics, load_test_images
+from cyclecmda.files import ensure_writable_dir
+from cyclecmda.method.cyclegan import CycleGAN
+from cyclecmda.method.image_pool import ImagePool
+from cyclecmda.method.semantic import batch_targets, build_semantic, test_targets
+from cyclecmda.models.generators import size_multiple
+from cyclecmda.stopping import StopRequest, blocked_stop_signals
+from cyclecmda.train.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,
@@ -33,27 +43,17 @@ from cyclecmda.checkpoint import (
     set_rng_state,
     step_checkpoints,
 )
-from cyclecmda.config import Config, DataConfig, save_config, to_dict, to_yaml
-from cyclecmda.cyclegan import CycleGAN
-from cyclecmda.data import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
-from cyclecmda.distributed import (
-    DistContext,
+from cyclecmda.train.devices import pick_device, resolve_precision
+from cyclecmda.train.distributed import (
     Objective,
     context_from_env,
     convert_sync_batch_norm,
     init_process_group,
     wrap_ddp,
 )
-from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
-from cyclecmda.evaluate import compute_metrics, load_test_images
-from cyclecmda.files import ensure_writable_dir
-from cyclecmda.hardware import pick_device, resolve_precision
-from cyclecmda.image_pool import ImagePool
-from cyclecmda.monitor import Monitor, NullMonitor, StepTimer, image_grid
-from cyclecmda.optim import adam, adam_kernels, restore_optimizer
-from cyclecmda.semantic import batch_targets, build_semantic, test_targets
-from cyclecmda.progress import LRSchedule, Progress, RunPlan
-from cyclecmda.stopping import StopRequest, blocked_stop_signals
+from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer, image_grid
+from cyclecmda.train.optim import adam, adam_kernels, restore_optimizer
+from cyclecmda.train.progress import LRSchedule, Progress, RunPlan
 
 Callback = Callable[["Trainer"], None]
 
@@ -95,7 +95,7 @@ def ensure_demo_data(cfg: DataConfig) -> None:
     """Generate the built-in demo data into ``data.demo_dir`` when it is set and absent."""
     if not cfg.demo_dir or (Path(cfg.demo_dir) / "dataset.json").is_file():
         return
-    from cyclecmda.demo import generate_demo_data
+    from cyclecmda.data.demo import generate_demo_data
 
     print(f"generating the demo dataset in {cfg.demo_dir} ...", file=sys.stderr, flush=True)
     generate_demo_data(cfg.demo_dir)
@@ -129,13 +129,14 @@ class Trainer:
                 f"{self.dist.world_size} process(es) gets from the dataset ({len(self.dataset)} images); "
                 "lower data.batch_size."
             )
-        self.loader = build_loader(self.dataset, cfg.data, self.sampler, pin_memory=cfg.data.pin_memory and self.device.type == "cuda")
+        pin = cfg.data.pin_memory and self.device.type == "cuda"
+        self.loader = build_loader(self.dataset, cfg.data, self.sampler, pin_memory=pin)
 
         # model, optimizers, precision
         t = cfg.train
         semantic = build_semantic(cfg, self.dataset.a, self.dataset.b)
         self.model = CycleGAN(cfg.model, cfg.loss, cfg.data.a.channels, cfg.data.b.channels, semantic).to(self.device)
-        multiple = self.model.gen_ab.size_multiple
+        multiple = size_multiple(self.model.gen_ab)
         if cfg.data.crop_size % multiple:
             raise ConfigError(
                 f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for model.gen.arch="
@@ -160,7 +161,8 @@ class Trainer:
         # Each step's loss as one module over the networks it trains: under DDP their gradients are
         # averaged over the ranks, while the frozen discriminators of the generator step stay local.
         m = self.model
-        self.gen_objective: torch.nn.Module = Objective(m.generator_step, {"gen_ab": m.gen_ab, "gen_ba": m.gen_ba, **m.auxiliary()})
+        generators = {"gen_ab": m.gen_ab, "gen_ba": m.gen_ba, **m.auxiliary()}
+        self.gen_objective: torch.nn.Module = Objective(m.generator_step, generators)
         self.disc_objective: torch.nn.Module = Objective(m.discriminator_step, {"disc_a": m.disc_a, "disc_b": m.disc_b})
         self.task_objective: Optional[torch.nn.Module] = None
         if semantic is not None:
@@ -199,6 +201,7 @@ class Trainer:
         self.schedule = LRSchedule(cfg.optim, t, self.plan.planned_epochs(self.progress))
         self.schedule.apply((self.opt_gen, self.opt_disc), self.plan.epochs_done(self.progress))
         self.samples = self._fixed_samples() if self.dist.is_main else {}
+        self.extractor: Any
         self.eval_images, self.eval_targets, self.extractor = self._eval_setup() if self.dist.is_main else ({}, {}, None)
         if rng is not None:  # last, so that building anything above draws nothing from the restored RNGs
             if self.dist.is_main:
@@ -221,7 +224,8 @@ class Trainer:
             return latest if latest.is_file() else None
         path = Path(resume)
         if not path.is_file():
-            raise CheckpointError(f"train.resume: checkpoint '{resume}' does not exist (use train.resume=auto to continue a run if it has one).")
+            raise CheckpointError(f"train.resume: checkpoint '{resume}' does not exist "
+                                  "(use train.resume=auto to continue a run if it has one).")
         return path
 
     def _fixed_samples(self) -> Dict[str, torch.Tensor]:
@@ -258,7 +262,7 @@ class Trainer:
             )
         extractor = None
         if t.eval_features != "none":
-            from cyclecmda.metrics import create_feature_extractor
+            from cyclecmda.evaluate.metrics import create_feature_extractor
 
             extractor = create_feature_extractor(t.eval_features, weights=t.features_weights or None).to(self.device)
         return images, targets, extractor
@@ -323,6 +327,7 @@ class Trainer:
         bad = ~torch.isfinite(vec)
         newly = bad.any() & (self._bad_step < 0)
         self._bad_step = torch.where(newly, self.step + 1, self._bad_step)
+        assert self._bad_mask is not None
         self._bad_mask = torch.where(newly, bad, self._bad_mask)
         self._sum_vec += vec
         self._sum_count += 1
@@ -605,7 +610,7 @@ class Trainer:
                     )
                 elif main:
                     if t.export_on_finish:
-                        from cyclecmda.export import export_checkpoint
+                        from cyclecmda.export.write import export_checkpoint
 
                         folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats,
                                                     task=self.model.semantic is not None, overwrite=True)

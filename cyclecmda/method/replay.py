@@ -38,6 +38,10 @@ class ReplayMemory(nn.Module):
             raise ValueError(f"a replay memory needs a capacity >= 1, got {capacity}")
         self.capacity = capacity
         self.image_names, self.target_names = list(images), list(targets)
+        self.filled: torch.Tensor
+        self.position: torch.Tensor
+        self.seed: torch.Tensor
+        self.draws: torch.Tensor
         for name, shape in images.items():
             self.register_buffer(f"image_{name}", torch.zeros((capacity, *shape), dtype=torch.uint8))
         for name, shape in targets.items():

@@ -17,15 +17,16 @@ import torch
 from torch import nn
 
 from cyclecmda.augment.core import TranslatorArtifact
-from cyclecmda.checkpoint import load_checkpoint
 from cyclecmda.config import DataConfig, config_from_dict
-from cyclecmda.cyclegan import build_network
-from cyclecmda.data import DomainFiles, ValueRange, build_pipeline, list_images, to_tensor
+from cyclecmda.data.dataset import DomainFiles, ValueRange, build_pipeline, list_images, to_tensor
+from cyclecmda.data.images import LIMIT_SETTING, MAX_IMAGE_PIXELS
 from cyclecmda.errors import CycleCMDAError, DataError
-from cyclecmda.export import PaddedTranslator
+from cyclecmda.evaluate.metrics import FeatureExtractor, fid_kid, psnr, ssim
+from cyclecmda.export.write import PaddedTranslator
 from cyclecmda.files import output_error
-from cyclecmda.images import LIMIT_SETTING, MAX_IMAGE_PIXELS
-from cyclecmda.metrics import FeatureExtractor, fid_kid, psnr, ssim
+from cyclecmda.method.cyclegan import build_network
+from cyclecmda.models.generators import size_multiple
+from cyclecmda.train.checkpoint import load_checkpoint
 
 Translate = Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) in [-1, 1] -> same
 DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
@@ -64,7 +65,7 @@ def load_translators(path: Union[str, Path], device: str = "cpu") -> Translators
         for direction, name in (("a2b", "gen_ab"), ("b2a", "gen_ba")):
             gen = build_network(ckpt["networks"][name])
             gen.load_state_dict(ckpt["state"][name])
-            nets[direction] = PaddedTranslator(gen, gen.size_multiple).to(device).eval()
+            nets[direction] = PaddedTranslator(gen, size_multiple(gen)).to(device).eval()
         ranges = {k: ValueRange(*v) for k, v in ckpt["value_ranges"].items()}
         return Translators(dict(nets), config_from_dict(ckpt["config"]).data, ranges, str(path), list(nets.values()))
     folders = [path] if (path / "meta.json").is_file() else [path / d for d in DIRECTIONS if (path / d / "meta.json").is_file()]

@@ -9,21 +9,17 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import torch
 
 from cyclecmda import __version__
-from cyclecmda.errors import CycleCMDAError, short_reason
+from cyclecmda.errors import CheckpointError, short_reason
 
-FORMAT = "cyclecmda.checkpoint"
+FORMAT = "cyclecmda.train.checkpoint"
 FORMAT_VERSION = 2  # 2: progress counted in samples; no scheduler states
 PathLike = Union[str, Path]
-
-
-class CheckpointError(CycleCMDAError):
-    """A checkpoint file is missing, unreadable, or not a cyclecmda checkpoint."""
 
 
 class CheckpointWriteError(CheckpointError):
@@ -156,7 +152,7 @@ def _load_failure(path: Path, exc: Exception) -> str:
 
 def rng_state() -> Dict[str, Any]:
     """Python, NumPy and torch RNG states as plain values and tensors (weights_only-safe)."""
-    np_state = np.random.get_state()
+    np_state = cast(Tuple[Any, ...], np.random.get_state())  # the legacy tuple form
     state: Dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
@@ -235,7 +231,7 @@ def remove_stale_temporaries(run_dir: PathLike) -> List[Path]:
 
     Only this package's own names are touched, and not those of another process still running.
     """
-    removed = []
+    removed: List[Path] = []
     folder = Path(run_dir)
     if not folder.is_dir():
         return removed

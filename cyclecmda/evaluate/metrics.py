@@ -191,6 +191,8 @@ def kid_from_features(
 
 
 class FeatureExtractor(nn.Module, abc.ABC):
+    mean: torch.Tensor  # buffers of the subclasses that standardise their input
+    std: torch.Tensor
     """Frozen network mapping images (N, C, H, W) in [0, 1], C in {1, 3}, to features (N, D).
 
     Subclasses set ``name`` and implement ``forward``. The module stays in eval mode with

@@ -2,7 +2,7 @@
 
 Each pair writes ``trainA/ trainB/ testA/ testB/`` (numbered PNGs and a ``labels.csv`` each),
 ``masks/<split>/`` (a label PNG per image: 0 background, 1 + the class index) and ``dataset.json``,
-exactly as :func:`cyclecmda.demo.generate_demo_data` does. trainB's labels and masks are there for
+exactly as :func:`cyclecmda.data.demo.generate_demo_data` does. trainB's labels and masks are there for
 the ceiling measurement only (a downstream model trained on real labelled B images); a translator
 never trains on them.
 
@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cyclecmda.demo import (
+from cyclecmda.data.demo import (
     CLASS_NAMES,
     MAX_COUNT,
     SPLITS,
@@ -140,7 +140,7 @@ def part_map(scene: Scene) -> np.ndarray:
 def _background_alpha(scene: Scene) -> np.ndarray:
     """(H, W) float32 share of each pixel that no object covers."""
     g = _grid(scene.size)
-    background = np.ones((scene.size, scene.size), dtype=np.float32)
+    background: np.ndarray = np.ones((scene.size, scene.size), dtype=np.float32)
     for o in scene.objects:
         for part, alpha in _parts(g, o):
             if part in o.colours:
@@ -187,7 +187,7 @@ def render_sketch(scene: Scene, style: SketchStyle) -> np.ndarray:
     size, k = scene.size, _SUPERSAMPLE
     n = size * k
     rng = np.random.default_rng(style.seed)
-    ids = part_map(_scaled(scene, k)).astype(np.float32)
+    ids: np.ndarray = part_map(_scaled(scene, k)).astype(np.float32)
     # The hand: outlines wander smoothly off the geometry (a slow drift and a faster tremor).
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
     drift = style.wobble * k
@@ -370,7 +370,9 @@ def _glyph(digit: int, bold: int) -> np.ndarray:
 
     canvas = Image.new("L", (160, 160), 0)
     ImageDraw.Draw(canvas).text((20, 10), str(digit), font=_font(), fill=255, stroke_width=bold, stroke_fill=255)
-    left, top, right, bottom = canvas.getbbox()
+    box = canvas.getbbox()
+    assert box is not None, f"the font drew no ink for {digit}"
+    left, top, right, bottom = box
     return np.asarray(canvas, dtype=np.float32)[top:bottom, left:right] / 255.0
 
 
@@ -411,7 +413,7 @@ def _handwritten_split(labels: np.ndarray, seed: int) -> np.ndarray:
     """An order of the handwritten digits in which every prefix and suffix holds the classes
     almost equally: each class shuffled, then dealt round-robin."""
     rng = np.random.default_rng([seed, _STREAMS["trainB"], _DIGIT_SPLIT])
-    keys = []
+    keys: List[Tuple[int, int, int]] = []
     for c in range(len(DIGIT_NAMES)):
         members = rng.permutation(np.flatnonzero(labels == c))
         keys.extend((rank, c, int(i)) for rank, i in enumerate(members))
@@ -619,7 +621,7 @@ def generate_pair(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cyclecmda.pairs", description="Generate a domain pair "
+    parser = argparse.ArgumentParser(prog="python -m cyclecmda.data.pairs", description="Generate a domain pair "
                                      "(demo layout: trainA/ trainB/ testA/ testB/, masks/, dataset.json).")
     parser.add_argument("name", choices=PAIRS, help="sketch: photos <-> line drawings; night: day <-> night photos; "
                         "digits: printed <-> handwritten digits (needs the [pairs] extra)")
@@ -632,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m cyclecmda.pairs NAME [--out DIR] [--n-train N] [--n-test N] [--size PX] [--seed S]``."""
+    """``python -m cyclecmda.data.pairs NAME [--out DIR] [--n-train N] [--n-test N] [--size PX] [--seed S]``."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     out = args.out or str(Path("data") / "pairs" / args.name)
     try:

@@ -46,7 +46,7 @@ replay memory (``memory`` items), and every ``task_every`` steps the networks ta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import cv2
 import torch
@@ -54,13 +54,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda.config import Config, DataConfig, DomainConfig, SemanticConfig, TaskConfig
-from cyclecmda.data import DomainFiles, class_order
-from cyclecmda.checkpoint import CheckpointError
-from cyclecmda.errors import DataError
-from cyclecmda.images import probe_image
-from cyclecmda.labels import IGNORE, NO_LABEL, ClassOrder, DomainLabels, read_mask
+from cyclecmda.data.dataset import DomainFiles, class_order
+from cyclecmda.data.images import probe_image
+from cyclecmda.data.labels import IGNORE, NO_LABEL, ClassOrder, DomainLabels, read_mask
+from cyclecmda.errors import CheckpointError, DataError
+from cyclecmda.method.replay import ReplayMemory
 from cyclecmda.models.task import TaskNetwork, build_task_network, task_network_spec
-from cyclecmda.replay import ReplayMemory
 
 Tensors = Dict[str, torch.Tensor]
 
@@ -175,6 +174,17 @@ class SemanticLoss(nn.Module):
     """The task networks, their gates, their losses and the generator's term."""
 
     NETWORKS = ("task_a", "task_ab", "task_b")
+    task_a: TaskNetwork
+    task_ab: TaskNetwork
+    task_b: TaskNetwork
+    task_shape: TaskNetwork
+    steps: torch.Tensor
+    running_loss: torch.Tensor
+    running_overlap: torch.Tensor
+    running_agreement: torch.Tensor
+    on: torch.Tensor
+    judge_on: torch.Tensor
+    reported: torch.Tensor
 
     def __init__(self, cfg: SemanticConfig, task: TaskConfig, channels_a: int, channels_b: int,
                  classes: List[str], b_labelled: bool = False, size: int = 64) -> None:
@@ -232,7 +242,7 @@ class SemanticLoss(nn.Module):
         """Whether the task networks take a step at this training step (0-based)."""
         return step % self.cfg.task_every == 0
 
-    def recall(self) -> Tuple[torch.Tensor, ...]:
+    def recall(self) -> Tuple[Optional[torch.Tensor], ...]:
         """``task_step``'s arguments: ``task_batch`` items drawn from the memory."""
         items = self.memory.sample(self.cfg.task_batch)
         return tuple(items.get(k) for k in ("real_a", "real_b", "fake_a", "fake_b", "label_a", "label_b"))
@@ -255,7 +265,7 @@ class SemanticLoss(nn.Module):
                 f"(stored {stored.get('networks')} for classes {stored.get('classes')}, configured {self.specs} "
                 f"for {self.classes}). Resume with the config stored in the run folder (config.yaml)."
             )
-        state = dict(stored["state"])  # type: ignore[arg-type]
+        state = dict(cast(Dict[str, torch.Tensor], stored["state"]))
         own = self.state_dict()
         stale = [k for k in own if k not in state or (k == "reported" and state[k].shape != own[k].shape)]
         if stale and all(k.startswith(("memory.", "reported", "running_agreement", "running_overlap")) for k in stale):
@@ -279,8 +289,12 @@ class SemanticLoss(nn.Module):
         """Each view's predicted classes of real B images and how sure it is: two (V, N, ...) tensors.
         ``fake_a`` is the images' translation to A, which only the ``source`` view reads."""
         edges = shape_view(real_b) if self.shape_names else None
-        inputs = {"task_ab": lambda: self.task_ab(real_b), "task_a": lambda: self.task_a(fake_a),
-                  **{n: (lambda n=n: getattr(self, n)(edges)) for n in self.shape_names}}
+        def shape_network(name: str) -> Callable[[], torch.Tensor]:
+            return lambda: getattr(self, name)(edges)
+
+        inputs: Dict[str, Callable[[], torch.Tensor]] = {
+            "task_ab": lambda: self.task_ab(real_b), "task_a": lambda: self.task_a(fake_a),
+            **{n: shape_network(n) for n in self.shape_names}}
         sure, guess = torch.stack([inputs[n]().float().softmax(1) for n in self.view_names]).max(2)
         return guess, sure
 
@@ -421,7 +435,8 @@ def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[Sema
     if sem.kind == "none":
         return None
     if sem.kind == "class":
-        classes, b_labelled = a.classes, b.has_labels
+        classes: List[str] = a.classes
+        b_labelled = b.has_labels
     else:
         classes, b_labelled = list(cfg.data.mask_classes), b.has_masks
     # built on a copy of torch's RNG: the translator's networks draw the same numbers as without labels
@@ -430,14 +445,14 @@ def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[Sema
                             size=cfg.data.crop_size)
 
 
-def _flat(spec: Dict[str, object]) -> Dict[str, object]:
-    args = dict(spec["args"])  # type: ignore[arg-type]
+def _flat(spec: Dict[str, Any]) -> Dict[str, Any]:
+    args = dict(spec["args"])
     return {"name": spec["name"], **args}
 
 
 def load_task_network(spec: Dict[str, object], state: Dict[str, torch.Tensor]) -> TaskNetwork:
     """A task network rebuilt from its stored spec and weights."""
-    net = build_task_network(spec)  # type: ignore[arg-type]
+    net = build_task_network(spec)
     net.load_state_dict(state)
     return net
 
@@ -446,7 +461,7 @@ def batch_targets(batch: Dict[str, object], side: str, kind: str, like: torch.Te
     """A batch's labels of one side (``a_label`` or ``a_mask``), or the ignore value where it has none."""
     key = f"{side}_label" if kind == "class" else f"{side}_mask"
     if key in batch:
-        return torch.as_tensor(batch[key]).long()  # type: ignore[arg-type]
+        return torch.as_tensor(batch[key]).long()
     shape = like.shape[:1] if kind == "class" else like.shape[:1] + like.shape[2:]
     return torch.full(shape, ignore_index(kind), dtype=torch.long)
 

@@ -41,10 +41,11 @@ from torch import nn
 
 from cyclecmda import __version__
 from cyclecmda.augment.artifact_checks import FORMAT, FORMAT_VERSION
-from cyclecmda.checkpoint import atomic_torch_save, load_checkpoint
-from cyclecmda.cyclegan import build_network
 from cyclecmda.errors import CycleCMDAError, short_reason
 from cyclecmda.files import OutputError, ensure_writable_dir, output_error, sha256_of
+from cyclecmda.method.cyclegan import build_network
+from cyclecmda.models.generators import size_multiple
+from cyclecmda.train.checkpoint import atomic_torch_save, load_checkpoint
 
 EXPORT_FORMAT = FORMAT  # meta.json's marker and the newest layout, as the loaders check them
 EXPORT_FORMAT_VERSION = FORMAT_VERSION
@@ -139,8 +140,9 @@ def _export_generator(ckpt: Dict[str, Any], direction: str, folder: Path, format
     src, dst = ("a", "b") if direction == "a2b" else ("b", "a")
     ensure_writable_dir(folder, "export folder")
     in_channels = spec["args"]["in_channels"]
-    files, min_size = _save_formats(gen, PaddedTranslator(gen, gen.size_multiple), in_channels,
-                                    gen.size_multiple, formats, folder, "translated")
+    multiple = size_multiple(gen)
+    files, min_size = _save_formats(gen, PaddedTranslator(gen, multiple), in_channels, multiple, formats, folder,
+                                    "translated")
     meta = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
@@ -148,7 +150,7 @@ def _export_generator(ckpt: Dict[str, Any], direction: str, folder: Path, format
         "input": _side(ckpt["config"], ckpt["value_ranges"], src),
         "output": _side(ckpt["config"], ckpt["value_ranges"], dst),
         "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input; the inverse on output",
-        **_program_meta(ckpt, spec, files, int(gen.size_multiple), min_size, digest, name),
+        **_program_meta(ckpt, spec, files, multiple, min_size, digest, name),
     }
     _write_meta(meta, folder)
     return folder
@@ -219,7 +221,7 @@ def _write_meta(meta: Dict[str, Any], folder: Path) -> None:
 
 def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], digest: str, name: str) -> Path:
     """The B task network of a semantic run as an artifact: logits of B images, class names in meta."""
-    from cyclecmda.semantic import load_task_network
+    from cyclecmda.method.semantic import load_task_network
 
     semantic = ckpt["semantic"]
     spec = semantic["networks"]["task_ab"]  # the task network trained on translations

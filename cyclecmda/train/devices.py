@@ -6,8 +6,8 @@ import sys
 
 import torch
 
-from cyclecmda.distributed import DistContext
 from cyclecmda.errors import CycleCMDAError
+from cyclecmda.train.distributed import DistContext
 
 __all__ = ["native_bf16", "pick_device", "resolve_precision"]
 

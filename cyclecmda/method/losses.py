@@ -118,8 +118,8 @@ class PatchProjector(nn.Module):
     def __init__(self, channels: Sequence[int], dim: int = 256) -> None:
         super().__init__()
         self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(c, dim), nn.ReLU(), nn.Linear(dim, dim)) for c in channels)
-        for mlp in self.mlps:
-            for layer in (mlp[0], mlp[2]):
+        for layer in self.mlps.modules():
+            if isinstance(layer, nn.Linear):
                 nn.init.normal_(layer.weight, 0.0, 0.02)
                 nn.init.zeros_(layer.bias)
 

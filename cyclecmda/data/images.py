@@ -110,7 +110,7 @@ def probe_image(path: PathLike, max_pixels: Optional[int] = MAX_IMAGE_PIXELS, se
         with open(path, "rb") as f:
             im = _open_header(f)
             mode, fmt, (w, h) = im.mode, (im.format or "?"), im.size
-            tiff_bits = im.tag_v2.get(258) if fmt == "TIFF" else None  # BitsPerSample
+            tiff_bits = getattr(im, "tag_v2").get(258) if fmt == "TIFF" else None  # BitsPerSample
     except FileNotFoundError:
         raise DataError(f"{path}: file does not exist.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cyclecmda.checkpoint import CheckpointError
 from cyclecmda.config import LossConfig, ModelConfig
-from cyclecmda.errors import ConfigError
-from cyclecmda.images import convert_channels
-from cyclecmda.layers import init_weights
-from cyclecmda.losses import GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
+from cyclecmda.data.images import convert_channels
+from cyclecmda.errors import CheckpointError, ConfigError
+from cyclecmda.method.losses import GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
+from cyclecmda.method.semantic import SemanticLoss
 from cyclecmda.models import create_discriminator, create_generator
-from cyclecmda.semantic import SemanticLoss
+from cyclecmda.models.layers import init_weights
 
 Tensors = Dict[str, torch.Tensor]
 
@@ -102,7 +101,7 @@ class CycleGAN(nn.Module):
                 f"{'none' if self.semantic is None else self.semantic.kind}. "
                 "Resume with the config stored in the run folder (config.yaml)."
             )
-        if self.semantic is not None:
+        if self.semantic is not None and stored is not None:
             self.semantic.load_checkpoint_state(stored, source)
 
     def load_auxiliary(self, stored: Dict[str, Any], stored_loss: Dict[str, Any], source: str) -> None:
@@ -155,7 +154,7 @@ class CycleGAN(nn.Module):
         def run(gen: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
             if not features:
                 return gen(x)
-            y, feats[name] = gen.forward_features(x)
+            y, feats[name] = getattr(gen, "forward_features")(x)
             return y
 
         out = {"fake_b": run(self.gen_ab, real_a, "real_a"), "fake_a": run(self.gen_ba, real_b, "real_b")}

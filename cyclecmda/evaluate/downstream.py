@@ -33,12 +33,12 @@ from tqdm import tqdm
 
 from cyclecmda.augment.core import TranslatorArtifact, load_artifact, translate_unit
 from cyclecmda.config import Config, DataConfig, DomainConfig
-from cyclecmda.data import DomainFiles, ValueRange, build_domain, class_order
+from cyclecmda.data.dataset import DomainFiles, ValueRange, build_domain, class_order
+from cyclecmda.data.images import convert_channels
+from cyclecmda.data.labels import IGNORE, ClassOrder, read_mask
 from cyclecmda.errors import ConfigError, DataError
-from cyclecmda.images import convert_channels
-from cyclecmda.labels import IGNORE, ClassOrder, read_mask
+from cyclecmda.method.semantic import score
 from cyclecmda.models.task import TASK_NETWORKS, TORCHVISION_PREFIX, TaskNetwork, load_fitting
-from cyclecmda.semantic import score
 
 PathLike = Union[str, Path]
 ModelFactory = Callable[[int, int], nn.Module]

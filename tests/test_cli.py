@@ -104,7 +104,7 @@ def test_readme_cyclecmda_commands_parse_and_their_configs_load(monkeypatch, cap
             assert yaml.safe_load(capsys.readouterr().out) == cfg
 
 
-# Stand-ins for python3 / pip / pytest: each appends "its path<TAB>cwd<TAB>args..." to $CI_LOG;
+# Stand-ins for python3 / pip / pytest / ruff / mypy: each appends "its path<TAB>cwd<TAB>args..." to $CI_LOG;
 # python3 -m venv DIR makes DIR a copy of $CI_FAKE_VENV, whose activate puts DIR/bin first on PATH.
 FAKE_TOOL = """#!/usr/bin/env bash
 { printf '%s\\t' "$0" "$PWD" "$@"; printf '\\n'; } >> "$CI_LOG"
@@ -112,6 +112,8 @@ case "$(basename "$0")" in
   python*) if [ "${1:-}" = -m ] && [ "${2:-}" = venv ]; then mkdir -p "$3" && cp -R "$CI_FAKE_VENV/." "$3"; fi ;;
   pip) exit "${CI_PIP_RC:-0}" ;;
   pytest) exit "${CI_PYTEST_RC:-0}" ;;
+  ruff) exit "${CI_RUFF_RC:-0}" ;;
+  mypy) exit "${CI_MYPY_RC:-0}" ;;
 esac
 """
 FAKE_ACTIVATE = """VIRTUAL_ENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -125,7 +127,7 @@ def run_ci(tmp_path: Path, **rcs: str) -> Tuple[int, List[List[str]], Path, str]
     fake_bin, fake_venv, tmp = tmp_path / "bin", tmp_path / "venv_template", tmp_path / "tmp"
     for folder in (fake_bin, fake_venv / "bin", tmp):
         folder.mkdir(parents=True)
-    for name in ("python", "python3", "pip", "pytest"):
+    for name in ("python", "python3", "pip", "pytest", "ruff", "mypy"):
         for folder in (fake_bin, fake_venv / "bin"):
             (folder / name).write_text(FAKE_TOOL)
             (folder / name).chmod(0o755)
@@ -143,8 +145,9 @@ def test_ci_script_installs_and_tests_as_the_readme_says_in_a_fresh_venv(tmp_pat
     readme = {c[0]: c[1:] for c in readme_shell_commands() if c[0] in ("pip", "pytest")}
     rc, calls, tmp, stderr = run_ci(tmp_path / "ok")
     assert rc == 0, stderr
-    assert [Path(c[0]).name for c in calls] == ["python3", "pip", "pytest"]  # in this order, nothing else
-    (_, _, *venv_args), (pip, pip_cwd, *pip_args), (pytest_bin, pytest_cwd, *pytest_args) = calls
+    # in this order, nothing else: then lint and types, on the package's own settings (pyproject.toml)
+    assert [Path(c[0]).name for c in calls] == ["python3", "pip", "pytest", "ruff", "mypy"]
+    (_, _, *venv_args), (pip, pip_cwd, *pip_args), (pytest_bin, pytest_cwd, *pytest_args), ruff, mypy = calls
     assert venv_args[:2] == ["-m", "venv"]
     venv = Path(venv_args[2])
     assert tmp in venv.parents  # a fresh folder from mktemp
@@ -152,11 +155,16 @@ def test_ci_script_installs_and_tests_as_the_readme_says_in_a_fresh_venv(tmp_pat
     assert (Path(pip), Path(pytest_bin)) == (venv / "bin" / "pip", venv / "bin" / "pytest")
     assert Path(pip_cwd).resolve() == Path(pytest_cwd).resolve() == ROOT.resolve()
     assert pip_args == readme["pip"] == ["install", "-e", ".[dev]"] and pytest_args == readme["pytest"] == []
+    assert ruff[2:] == ["check", "cyclecmda", "tests", "tools"] and mypy[2:] == []
+    assert Path(ruff[0]).parent == Path(mypy[0]).parent == venv / "bin"  # the versions the dev extra installed
     assert list(tmp.iterdir()) == []  # the environment is removed afterwards
 
     rc, calls, tmp, _ = run_ci(tmp_path / "tests_fail", CI_PYTEST_RC="1")
     assert rc != 0 and [Path(c[0]).name for c in calls] == ["python3", "pip", "pytest"]
     assert list(tmp.iterdir()) == []
+    for tool in ("ruff", "mypy"):  # a lint or type error fails CI as a failing test does
+        rc, calls, tmp, _ = run_ci(tmp_path / f"{tool}_fails", **{f"CI_{tool.upper()}_RC": "1"})
+        assert rc != 0 and Path(calls[-1][0]).name == tool and list(tmp.iterdir()) == []
     rc, calls, tmp, _ = run_ci(tmp_path / "install_fails", CI_PIP_RC="1")
     assert rc != 0 and [Path(c[0]).name for c in calls] == ["python3", "pip"]  # no tests without an install
     assert list(tmp.iterdir()) == []

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="*", metavar="CONFIG|key=value", help=CONFIG_HELP)
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("export", help="export generators as standalone TorchScript/ONNX translators")
+    p = sub.add_parser("export", help="export generators as standalone translators (model.pt2; ONNX and TorchScript on request)")
     p.add_argument("checkpoint", help="a checkpoint written by 'cyclecmda train'")
     p.add_argument("-o", "--out", required=True, help="output folder; one subfolder per direction (a2b, b2a)")
     p.add_argument("--direction", choices=["a2b", "b2a", "both"], default="both")

@@ -58,12 +58,23 @@ def unbracket(word: str) -> str:
     return word[:-1] if word.endswith("]") and "[" not in word else word
 
 
-def readme_shell_commands() -> List[List[str]]:
-    """The commands of the README's shell blocks as argument lists (continuations joined, comments
-    dropped, the brackets of optional parts such as ``[--paired]`` removed, a value written ``...``
-    filled in)."""
+# the README and the guides: every command and snippet in them is checked here
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def blocks(language: str) -> List[Tuple[Path, str]]:
+    """The fenced blocks of one language (a regular expression) in the README and the guides."""
+    return [(doc, block) for doc in DOCS for block in re.findall(rf"```(?:{language})\n(.*?)```", doc.read_text(), re.S)]
+
+
+def readme_shell_commands(docs: bool = False) -> List[List[str]]:
+    """The commands of the README's shell blocks (with ``docs``, the guides' too) as argument lists
+    (continuations joined, comments dropped, the brackets of optional parts such as ``[--paired]``
+    removed, a value written ``...`` filled in)."""
     commands = []
-    for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+    for doc, block in blocks("bash|sh|shell|console"):
+        if doc.name != "README.md" and not docs:
+            continue
         for line in block.replace("\\\n", " ").splitlines():
             words = [re.sub(r"=\.\.\.$", "=/your/data", unbracket(w)) for w in shlex.split(line, comments=True)]
             if words:
@@ -77,9 +88,9 @@ def lookup(tree: Dict[str, Any], dotted: str) -> Any:
     return tree
 
 
-def test_readme_cyclecmda_commands_parse_and_their_configs_load(monkeypatch, capsys):
+def test_docs_cyclecmda_commands_parse_and_their_configs_load(monkeypatch, capsys):
     # "cyclecmda ..." and "torchrun ... -m cyclecmda ..."
-    commands = [c[c.index("cyclecmda") + 1 :] for c in readme_shell_commands() if "cyclecmda" in c]
+    commands = [c[c.index("cyclecmda") + 1 :] for c in readme_shell_commands(docs=True) if "cyclecmda" in c]
     assert {c[0] for c in commands} >= {"train", "config", "evaluate", "translate", "demo-data"}
     parser = build_parser()
     monkeypatch.chdir(ROOT)  # the README's paths are relative to the repository
@@ -170,9 +181,8 @@ def test_ci_script_installs_and_tests_as_the_readme_says_in_a_fresh_venv(tmp_pat
     assert list(tmp.iterdir()) == []
 
 
-def test_readme_yaml_snippets_are_valid_configs():
-    text = (ROOT / "README.md").read_text()
-    snippets = re.findall(r"```yaml\n(.*?)```", text, re.S)
+def test_docs_yaml_snippets_are_valid_configs():
+    snippets = [block for _, block in blocks("yaml")]
     assert snippets
     for snippet in snippets:
         cfg = config_from_dict(yaml.safe_load(snippet))  # validates every transform and key
@@ -194,15 +204,15 @@ def test_bench_data_tool_prints_json(tmp_path):
     assert all(r["images_per_s_median"] > 0 for r in report["results"].values())
 
 
-def test_readme_python_snippets_run(exported, tmp_path, monkeypatch):
-    """Every python block of the README runs as written after the quickstart (tiny stand-ins)."""
+def test_docs_python_snippets_run(exported, tmp_path, monkeypatch):
+    """Every python block of the README and the guides runs as written after the quickstart (tiny stand-ins)."""
     shutil.copytree(exported, tmp_path / "checkpoints" / "quickstart" / "export")
     main(["demo-data", str(tmp_path / "data" / "demo"), "--n-train", "2", "--n-test", "2", "--size", "64"])
     monkeypatch.chdir(tmp_path)
-    snippets = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    snippets = blocks("python")
     assert len(snippets) >= 4
-    for code in snippets:
-        exec(compile(code, "README.md", "exec"), {})
+    for doc, code in snippets:
+        exec(compile(code, str(doc.relative_to(ROOT)), "exec"), {})
 
 
 def test_bench_train_tool_counts_flops_that_scale_with_pixels(tiny_config):
@@ -290,3 +300,13 @@ def test_downstream_check_tool_trains_the_package_small_classifier_on_request(ex
     report = json.loads(small.stdout)
     assert report["classifier"] == "small_classifier width 4"
     assert all(0 <= arm["accuracy_mean"] <= 1 for arm in report["results"].values())
+
+
+def test_docs_links_lead_to_files_that_exist():
+    """Relative links and images of the README and the guides (anchors aside) name files of the repository."""
+    broken = []
+    for doc in [*DOCS, ROOT / "CHANGELOG.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target and not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert not broken

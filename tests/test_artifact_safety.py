@@ -57,7 +57,7 @@ def test_export_names_what_the_file_is_instead_of_a_checkpoint(exported, tmp_pat
 
 def test_python_objects_in_a_pt_file_are_never_unpickled(tmp_path, capsys):
     pickled = tmp_path / "objects.pt"
-    torch.save({"format": "cyclecmda.train.checkpoint", "args": argparse.Namespace(lr=1.0)}, pickled)
+    torch.save({"format": "cyclecmda.checkpoint", "args": argparse.Namespace(lr=1.0)}, pickled)
     with pytest.raises(CheckpointError, match=r"objects\.pt.*Python objects beyond tensors.*can run code"):
         load_checkpoint(pickled)
     err = one_line_error(capsys, ["export", str(pickled), "-o", str(tmp_path / "out")])

@@ -53,7 +53,7 @@ def test_export_writes_self_describing_artifacts(exported):
     for direction, (cin, cout, bits_in, bits_out) in {"a2b": (3, 1, 8, 16), "b2a": (1, 3, 16, 8)}.items():
         folder = exported / direction
         meta = json.loads((folder / "meta.json").read_text())
-        assert meta["direction"] == direction and meta["format"] == "cyclecmda.export.write"
+        assert meta["direction"] == direction and meta["format"] == "cyclecmda.export"
         assert (meta["input"]["channels"], meta["output"]["channels"]) == (cin, cout)
         assert (meta["input"]["bit_depth"], meta["output"]["bit_depth"]) == (bits_in, bits_out)
         b_side = meta["output"] if direction == "a2b" else meta["input"]

@@ -224,7 +224,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_as_python_objects_and_never
     payload = (RunsCode(os.system, (f"touch '{marker}'",)) if call == "os.system"
                else RunsCode(exec, (f"open({str(marker)!r}, 'w').close()",)))
     path = tmp_path / "latest.pt"
-    torch.save({"format": "cyclecmda.train.checkpoint", "format_version": 2, "state": payload}, path)
+    torch.save({"format": "cyclecmda.checkpoint", "format_version": 2, "state": payload}, path)
     torch.load(path, weights_only=False)  # the payload is live: an unrestricted load runs it
     assert marker.exists()
     marker.unlink()

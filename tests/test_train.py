@@ -62,7 +62,7 @@ def test_checkpoint_describes_itself_and_rebuilds_generators(tiny_config):
     trainer = Trainer(tiny_config)
     trainer.fit()
     ckpt = load_checkpoint(trainer.run_dir / "latest.pt")  # weights_only=True inside
-    assert ckpt["format"] == "cyclecmda.train.checkpoint" and ckpt["format_version"] == 2
+    assert ckpt["format"] == "cyclecmda.checkpoint" and ckpt["format_version"] == 2
     assert ckpt["package_version"] and ckpt["config"]["model"]["gen"]["arch"] == "resnet_2blocks"
     assert set(ckpt["state"]) == {"gen_ab", "gen_ba", "disc_a", "disc_b"}
     assert set(ckpt["optimizers"]) == {"gen", "disc"}
@@ -131,7 +131,7 @@ def test_sigterm_and_sigint_save_and_say_how_to_resume(tiny_config, signame):
 
 def test_crash_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
     path = tmp_path / "latest.pt"
-    atomic_torch_save({"format": "cyclecmda.train.checkpoint", "format_version": 1, "w": torch.ones(3)}, path)
+    atomic_torch_save({"format": "cyclecmda.checkpoint", "format_version": 1, "w": torch.ones(3)}, path)
     before = hashlib.sha256(path.read_bytes()).hexdigest()
 
     def crashing_save(obj, f):
@@ -368,3 +368,19 @@ def test_nce_layers_choose_which_encoder_maps_the_contrastive_loss_compares(tiny
 def test_nce_layers_must_be_distinct_indices(layers):
     with pytest.raises(ConfigError, match=r"loss.nce_layers.*distinct"):
         load_config([], [f"loss.nce_layers={layers}"])
+
+
+def test_plain_progress_lines_give_the_rate_the_time_spent_and_the_time_left(tmp_path, monkeypatch):
+    """A scheduler's log file (no terminal) gets, on every logging line, what a progress bar shows."""
+    import io
+
+    from cyclecmda.train import monitor as mon
+
+    times = [100.0]  # the monitor starts at 100 s, the line comes 10 s later
+    monkeypatch.setattr(mon.time, "perf_counter", lambda: times[-1])
+    stream = io.StringIO()
+    m = mon.Monitor(tmp_path, total_steps=1000, start_step=200, stream=stream)  # resumed at step 200
+    times.append(110.0)
+    m.progress(300, {"loss/gen": 1.5, "loss/cycle_a": 9.0, "perf/images_per_s": 40.0}, 100)
+    m.close()
+    assert stream.getvalue() == "step 300/1000 gen 1.5 images_per_s 40 steps_per_s 10 elapsed 0:00:10 eta 0:01:10\n"

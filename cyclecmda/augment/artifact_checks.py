@@ -22,7 +22,7 @@ import torch
 
 from cyclecmda.errors import CycleCMDAError
 
-FORMAT = "cyclecmda.export.write"
+FORMAT = "cyclecmda.export"
 FORMAT_VERSION = 1  # the newest meta.json layout this package reads
 SIDES = ("a", "b")
 TASK_KINDS = ("class", "mask")

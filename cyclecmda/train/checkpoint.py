@@ -17,7 +17,7 @@ import torch
 from cyclecmda import __version__
 from cyclecmda.errors import CheckpointError, short_reason
 
-FORMAT = "cyclecmda.train.checkpoint"
+FORMAT = "cyclecmda.checkpoint"
 FORMAT_VERSION = 2  # 2: progress counted in samples; no scheduler states
 PathLike = Union[str, Path]
 

@@ -25,6 +25,12 @@ def image_grid(rows: List[torch.Tensor]) -> torch.Tensor:
     return make_grid(torch.cat([to_display(r) for r in rows]), nrow=batch, padding=2, pad_value=1.0)
 
 
+def _clock(seconds: float) -> str:
+    """Seconds as H:MM:SS."""
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 class Monitor:
     """Writes scalars, images and text under ``log_dir`` and shows progress on the terminal.
 
@@ -36,6 +42,7 @@ class Monitor:
         self.writer = SummaryWriter(log_dir=str(log_dir))
         self.stream = stream or sys.stderr
         self.total_steps = total_steps
+        self.start_step, self.started = start_step, time.perf_counter()  # for the plain lines' ETA
         self.bar: Optional[tqdm] = None
         if self.stream.isatty():
             self.bar = tqdm(total=total_steps, initial=start_step, file=self.stream, unit="step", dynamic_ncols=True)
@@ -62,7 +69,17 @@ class Monitor:
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
         else:
             parts = " ".join(f"{k} {v:.4g}" for k, v in shown.items())
-            print(f"step {step}/{self.total_steps} {parts}", file=self.stream, flush=True)
+            print(f"step {step}/{self.total_steps} {parts} {self.timing(step)}", file=self.stream, flush=True)
+
+    def timing(self, step: int) -> str:
+        """Steps per second, time spent and time left, from this process's steps so far (validation,
+        images and checkpoints included)."""
+        elapsed = time.perf_counter() - self.started
+        done = step - self.start_step
+        rate = done / elapsed if done > 0 and elapsed > 0 else 0.0
+        left = _clock((self.total_steps - step) / rate) if rate else "?"
+        return f"steps_per_s {rate:.3g} elapsed {_clock(elapsed)} eta {left}"
+
 
     def message(self, text: str) -> None:
         if self.bar is not None:

@@ -16,6 +16,7 @@ from cyclecmda.config import load_config
 from cyclecmda.errors import ConfigError
 from cyclecmda.method.cyclegan import build_network
 from cyclecmda.train.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, load_checkpoint
+from cyclecmda.train.monitor import GRID_MIN_SIDE
 from cyclecmda.train.trainer import Trainer, TrainingDiverged, train
 
 CHILD = Path(__file__).with_name("_train_child.py")
@@ -51,7 +52,8 @@ def test_two_steps_write_tensorboard_scalars_images_config_and_hparams(tiny_conf
     assert values["lr/gen"][1] == pytest.approx(2e-4)
     assert {"images/a2b", "images/b2a"} <= set(image_tags(tb))
     grid = load_events(tb).Images("images/a2b")[-1]
-    assert grid.height > 2 * 32  # rows: real, translated, reconstructed
+    # rows real, translated, reconstructed (and identity), enlarged to be judged by eye, titled on the left
+    assert grid.height >= 3 * GRID_MIN_SIDE and grid.width > 2 * GRID_MIN_SIDE
     assert "config" in str(load_events(tb).Tags()["tensors"])
     hparams = list((tb / "hparams").glob("events.*"))
     assert hparams, "hparams with final metrics are written at the end"

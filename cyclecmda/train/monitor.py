@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, TextIO
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 from tqdm import tqdm
@@ -19,10 +22,41 @@ def to_display(images: torch.Tensor) -> torch.Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
-def image_grid(rows: List[torch.Tensor]) -> torch.Tensor:
-    """One grid with a row per tensor (e.g. real, translated, reconstructed), samples as columns."""
+GRID_MIN_SIDE = 128  # images smaller than this are enlarged (nearest) in the grids, to be judged by eye
+
+
+def image_grid(rows: List[torch.Tensor], names: Optional[List[str]] = None, title: str = "") -> torch.Tensor:
+    """One grid with a row per tensor (e.g. real, translated, reconstructed), samples as columns;
+    with ``names``, each row is titled on its left, and ``title`` heads the grid. Small images are
+    enlarged by a whole factor to at least ``GRID_MIN_SIDE`` pixels."""
     batch = rows[0].shape[0]
-    return make_grid(torch.cat([to_display(r) for r in rows]), nrow=batch, padding=2, pad_value=1.0)
+    side = max(rows[0].shape[-2:])
+    scale = max(1, -(-GRID_MIN_SIDE // side))
+    shown = [to_display(r) for r in rows]
+    if scale > 1:
+        shown = [F.interpolate(r, scale_factor=scale, mode="nearest") for r in shown]
+    grid = make_grid(torch.cat(shown), nrow=batch, padding=2, pad_value=1.0)
+    if not names and not title:
+        return grid
+    return _titled(grid, names or [], title)
+
+
+def _titled(grid: torch.Tensor, names: List[str], title: str) -> torch.Tensor:
+    """``grid`` (3, H, W) in [0, 1] with a column of row names on its left and a title line above."""
+    font = ImageFont.load_default()
+    pixels = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
+    measure = ImageDraw.Draw(pixels)
+    width = max([int(measure.textlength(n, font=font)) for n in names] or [0])
+    left, top = (width + 8 if names else 0), (16 if title else 0)
+    canvas = Image.new("RGB", (pixels.width + left, pixels.height + top), "white")
+    canvas.paste(pixels, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((left + 2, 2), title, fill="black", font=font)
+    row = (pixels.height - 2) / max(len(names), 1)
+    for i, name in enumerate(names):
+        draw.text((4, top + 2 + row * i + row / 2 - 6), name, fill="black", font=font)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
 
 
 def _clock(seconds: float) -> str:

@@ -412,8 +412,10 @@ class Trainer:
         self.model.train()
         rows_a = [self.samples["a"], out["fake_b"], out["rec_a"]] + ([out["idt_a"]] if "idt_a" in out else [])
         rows_b = [self.samples["b"], out["fake_a"], out["rec_b"]] + ([out["idt_b"]] if "idt_b" in out else [])
-        monitor.image("images/a2b", image_grid(rows_a), self.step)
-        monitor.image("images/b2a", image_grid(rows_b), self.step)
+        names_a = ["real A", "A -> B", "A -> B -> A", "identity gen_ba(A)"][: len(rows_a)]
+        names_b = ["real B", "B -> A", "B -> A -> B", "identity gen_ab(B)"][: len(rows_b)]
+        monitor.image("images/a2b", image_grid(rows_a, names_a, f"A -> B, step {self.step}"), self.step)
+        monitor.image("images/b2a", image_grid(rows_b, names_b, f"B -> A, step {self.step}"), self.step)
 
     @torch.no_grad()
     def validate(self, monitor: Monitor) -> Dict[str, float]:

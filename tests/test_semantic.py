@@ -21,7 +21,7 @@ from cyclecmda.errors import ConfigError
 from cyclecmda.method.cyclegan import CycleGAN
 from cyclecmda.method.semantic import SemanticLoss, cross_entropy, score, shape_view
 from cyclecmda.train.checkpoint import load_checkpoint
-from cyclecmda.train.trainer import TrainingDiverged, train
+from cyclecmda.train.trainer import Trainer, TrainingDiverged, train
 
 
 @pytest.fixture
@@ -328,6 +328,22 @@ def test_nan_in_the_task_loss_stops_the_run(tiny_config, labelled):
     cfg = config(tiny_config, train__max_steps=5, loss__semantic__lr=1e30, **labelled)
     with pytest.raises(TrainingDiverged, match=r"task_|semantic_"):
         train(cfg)
+
+
+def test_task_networks_that_are_not_finite_are_never_written(tiny_config, labelled):
+    """The task networks and their optimizer are checked before a save, as the translator's are."""
+    cfg = config(tiny_config, train__max_steps=6, train__checkpoint_every=1, **labelled)
+
+    def poison_task_moments(trainer):
+        if trainer.step == 2:  # step 3's task update turns task_b's weights NaN; its losses were finite
+            for p in trainer.model.semantic.task_b.parameters():
+                trainer.opt_task.state[p]["exp_avg"].fill_(float("inf"))
+
+    trainer = Trainer(cfg, callbacks=[poison_task_moments])
+    with pytest.raises(TrainingDiverged, match=r"weights became NaN/Inf by step 3"):
+        trainer.fit()
+    assert not (trainer.run_dir / "step_3.pt").exists()
+    assert load_checkpoint(trainer.run_dir / "latest.pt")["progress"]["step"] == 2
 
 
 def test_semantic_loss_needs_labels_and_resumes_only_with_it(tiny_config, labelled):

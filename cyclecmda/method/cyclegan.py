@@ -76,6 +76,11 @@ class CycleGAN(nn.Module):
     def networks(self) -> Dict[str, nn.Module]:
         return {"gen_ab": self.gen_ab, "gen_ba": self.gen_ba, "disc_a": self.disc_a, "disc_b": self.disc_b}
 
+    def trained_modules(self) -> Dict[str, nn.Module]:
+        """Every module an optimizer trains: the networks, the projectors and the task networks."""
+        task = {} if self.semantic is None else self.semantic.networks()
+        return {**self.networks(), **self.auxiliary(), **task}
+
     def auxiliary(self) -> Dict[str, nn.Module]:
         """Trained modules that are not networks of the translator (the NCE projectors), by name."""
         return {f"projector_{name}": p for name, p in self.projectors.items()}

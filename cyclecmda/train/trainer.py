@@ -54,6 +54,7 @@ from cyclecmda.train.distributed import (
 from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer, image_grid
 from cyclecmda.train.optim import adam, adam_kernels, restore_optimizer
 from cyclecmda.train.progress import LRSchedule, Progress, RunPlan
+from cyclecmda.train.tracking import LossTracker
 
 Callback = Callable[["Trainer"], None]
 
@@ -179,11 +180,7 @@ class Trainer:
         self.progress = Progress()
         self.stop = StopRequest()
         self.stopping = False  # agreed by every rank: stop after this step
-        self._sum_count = 0
-        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._bad_mask: Optional[torch.Tensor] = None
-        self._loss_names: List[str] = []
-        self._sum_vec = torch.zeros(0, device=self.device)
+        self.losses = LossTracker(self.device)
         self.resumed_from: Optional[Path] = None
         self._saved_step: Optional[int] = None  # the step of latest.pt, once known
         self.last_values: Dict[str, float] = {}
@@ -212,6 +209,10 @@ class Trainer:
     @property
     def step(self) -> int:
         return self.progress.step
+
+    def optimizers(self) -> List[torch.optim.Optimizer]:
+        """The optimizers of this run: generators, discriminators and, with labels, task networks."""
+        return [opt for opt in (self.opt_gen, self.opt_disc, self.opt_task) if opt is not None]
 
     # --- set-up helpers -------------------------------------------------------------------
 
@@ -318,38 +319,26 @@ class Trainer:
         return {**gen_losses, **disc_losses, **task_losses}
 
     def _track(self, values: Dict[str, torch.Tensor]) -> None:
-        """Accumulate values for the next log and remember the first non-finite one, on device."""
-        vec = torch.stack([v.detach().float() for v in values.values()])
-        if not self._loss_names:
-            self._loss_names = list(values)
-            self._bad_mask = torch.zeros_like(vec, dtype=torch.bool)
-            self._sum_vec = torch.zeros_like(vec)
-        bad = ~torch.isfinite(vec)
-        newly = bad.any() & (self._bad_step < 0)
-        self._bad_step = torch.where(newly, self.step + 1, self._bad_step)
-        assert self._bad_mask is not None
-        self._bad_mask = torch.where(newly, bad, self._bad_mask)
-        self._sum_vec += vec
-        self._sum_count += 1
+        """Accumulate a step's values for the next log, on device."""
+        self.losses.add(values, self.step + 1)
 
     def check_finite(self) -> None:
         """Raise TrainingDiverged naming the first step and loss that were NaN/Inf (a host sync).
 
         In a multi-process run every rank calls it at the same steps and all of them raise together.
         """
-        bad_step = int(self.dist.max_(self._bad_step.clone()).item())
+        bad_step = int(self.dist.max_(self.losses.first_bad_step()).item())
         if bad_step < 0:
             return
-        assert self._bad_mask is not None
-        names = [_tag(n) for n, b in zip(self._loss_names, self._bad_mask.tolist()) if b] or ["a loss on another rank"]
+        names = self.losses.bad_tags() or ["a loss on another rank"]
         # the losses of step N come from the weights after step N - 1
         raise TrainingDiverged(f"{', '.join(names)} became NaN/Inf at step {bad_step}; " + self._diverged(bad_step - 1))
 
     def _check_state_finite(self) -> None:
         """Raise TrainingDiverged if a parameter, buffer or optimizer moment is NaN/Inf (a host sync)."""
-        tensors = [t for module in (*self.model.networks().values(), *self.model.auxiliary().values())
+        tensors = [t for module in self.model.trained_modules().values()
                    for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
-        tensors += [t for opt in (self.opt_gen, self.opt_disc) for state in opt.state.values()
+        tensors += [t for opt in self.optimizers() for state in opt.state.values()
                     for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim()]
         bad = torch.stack([torch.isfinite(t).all() for t in tensors]).logical_not().any().to(torch.int32)
         if self.dist.max_(bad.reshape(1)).item():
@@ -384,10 +373,8 @@ class Trainer:
 
     def _log(self, monitor: Monitor, timer: StepTimer, steps: int) -> None:
         self.check_finite()
-        means = self.dist.mean_(self._sum_vec / max(self._sum_count, 1)).tolist()  # over all ranks
-        values = {_tag(n): v for n, v in zip(self._loss_names, means)}
-        self._sum_vec.zero_()
-        self._sum_count = 0
+        means, tags = self.losses.take_means()
+        values = dict(zip(tags, self.dist.mean_(means).tolist()))  # over all ranks
         values["lr/gen"] = self.opt_gen.param_groups[0]["lr"]
         values["lr/disc"] = self.opt_disc.param_groups[0]["lr"]
         values.update(timer.lap(steps, steps * self.cfg.data.batch_size * self.dist.world_size))
@@ -623,13 +610,6 @@ class Trainer:
             return TrainResult(self.run_dir, self.step, checkpoint, interrupted, dict(self.last_values))
         finally:
             monitor.close()
-
-
-def _tag(name: str) -> str:
-    """TensorBoard tag of a value returned by the model's steps."""
-    if name.startswith("d_"):  # discriminator outputs, e.g. d_a_real -> disc/a_real
-        return "disc/" + name[2:]
-    return "loss/" + name
 
 
 def _hparams(cfg: Config, precision: str) -> Dict[str, Any]:

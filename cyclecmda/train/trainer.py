@@ -33,15 +33,10 @@ from cyclecmda.train.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,
-    atomic_torch_save,
-    checkpoint_step,
     load_checkpoint,
-    point_latest,
-    prune_step_checkpoints,
     remove_stale_temporaries,
     rng_state,
     set_rng_state,
-    step_checkpoints,
 )
 from cyclecmda.train.devices import pick_device, resolve_precision
 from cyclecmda.train.distributed import (
@@ -54,11 +49,11 @@ from cyclecmda.train.distributed import (
 from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer, image_grid
 from cyclecmda.train.optim import adam, adam_kernels, restore_optimizer
 from cyclecmda.train.progress import LRSchedule, Progress, RunPlan
+from cyclecmda.train.run_folder import BestMetric, RunCheckpoints
 from cyclecmda.train.tracking import LossTracker
 
 Callback = Callable[["Trainer"], None]
 
-HIGHER_IS_BETTER = ("psnr", "ssim", "downstream", "task_")  # train.best_mode=auto: metrics named so are maximised
 STOP_POLL_EVERY = 10  # steps between the ranks' agreement on a stop request (multi-process runs)
 
 
@@ -182,10 +177,10 @@ class Trainer:
         self.stopping = False  # agreed by every rank: stop after this step
         self.losses = LossTracker(self.device)
         self.resumed_from: Optional[Path] = None
-        self._saved_step: Optional[int] = None  # the step of latest.pt, once known
+        self.checkpoints = RunCheckpoints(self.run_dir, cfg.train.keep_last)
         self.last_values: Dict[str, float] = {}
 
-        self.best_value: Optional[float] = None
+        self.best = BestMetric(t.best_metric, t.best_mode)
         resume_from = self._resume_path()
         if resume_from is None and (self.run_dir / "latest.pt").is_file():
             raise ConfigError(
@@ -350,23 +345,10 @@ class Trainer:
         The weights after step ``bad_weights`` gave NaN/Inf; a checkpoint of that step or later is
         not good. latest.pt is pointed back at the newest earlier step file, if one is left.
         """
-        latest = self.run_dir / "latest.pt"
         hint = "Try a lower optim.lr, train.precision=fp32, or another loss.gan_mode."
         if not self.dist.is_main:
             return "training stopped. " + hint
-        good = [p for p in step_checkpoints(self.run_dir) if (checkpoint_step(p) or 0) < bad_weights]
-        saved = self._latest_step()
-        if saved is None:
-            kept = "no checkpoint was written yet"
-        elif saved < bad_weights:
-            kept = f"the last good checkpoint is {latest} (step {saved}), left untouched"
-        elif good:
-            point_latest(good[-1], latest)
-            kept = (f"the checkpoint of step {saved} holds the weights that gave it, so {latest} now points to the "
-                    f"last good one, {good[-1]} (step {checkpoint_step(good[-1])})")
-        else:
-            kept = (f"{latest} (step {saved}) holds the weights that gave it and no earlier checkpoint is left; "
-                    "start a new run")
+        kept = self.checkpoints.rewind(bad_weights)
         return f"training stopped and {kept}. {hint}"
 
     # --- logging --------------------------------------------------------------------------
@@ -428,10 +410,8 @@ class Trainer:
                 f"train.best_metric '{t.best_metric}' is not among the validation metrics: {', '.join(values)}."
             )
         value = values[t.best_metric]
-        higher = t.best_mode == "max" or (t.best_mode == "auto" and any(k in t.best_metric for k in HIGHER_IS_BETTER))
-        if self.best_value is None or (value > self.best_value if higher else value < self.best_value):
-            self.best_value = value
-            atomic_torch_save(self.state_dict(), self.run_dir / "best.pt")
+        if self.best.improves(value):
+            self.checkpoints.save_best(self.state_dict())
             monitor.message(f"step {self.step}: {t.best_metric} {value:.4g} is the best so far -> best.pt")
         return values
 
@@ -452,7 +432,7 @@ class Trainer:
             "semantic": None if self.model.semantic is None else self.model.semantic.checkpoint_state(),
             "scaler": self.scaler.state_dict(),
             "pools": {k: p.state_dict() for k, p in self.pools.items()},
-            "progress": {**self.progress.state_dict(), "best_value": self.best_value,
+            "progress": {**self.progress.state_dict(), "best_value": self.best.value,
                          "world_size": self.dist.world_size, "batch_size": self.cfg.data.batch_size},
             "value_ranges": {
                 "a": [self.dataset.a.value_range.lo, self.dataset.a.value_range.hi],
@@ -473,26 +453,7 @@ class Trainer:
         latest = self.run_dir / "latest.pt"
         if not self.dist.is_main:
             return latest
-        previous = [p for p in step_checkpoints(self.run_dir) if (checkpoint_step(p) or 0) < self.step]
-        try:
-            step_path = atomic_torch_save(self.state_dict(), self.run_dir / f"step_{self.step}.pt")
-            point_latest(step_path, latest)
-        except CheckpointError as exc:
-            saved = self._latest_step()
-            kept = f"{latest} (step {saved})" if saved is not None else "none yet"
-            raise CheckpointError(f"{exc}; training stopped at step {self.step}, last checkpoint kept: {kept}.") from None
-        self._saved_step = self.step
-        prune_step_checkpoints(self.run_dir, self.cfg.train.keep_last, keep=previous[-1] if previous else None)
-        return latest
-
-    def _latest_step(self) -> Optional[int]:
-        """The step of the run folder's latest.pt (None if there is none)."""
-        latest = self.run_dir / "latest.pt"
-        if not latest.is_file():
-            return None
-        if self._saved_step is None:
-            self._saved_step = int(load_checkpoint(latest)["progress"]["step"])
-        return self._saved_step
+        return self.checkpoints.save(self.state_dict(), self.step)
 
     def load(self, path: Path) -> Dict[str, Any]:
         """Continue from a checkpoint: networks, optimizers, scaler, pools, progress.
@@ -514,13 +475,12 @@ class Trainer:
             pool.load_state_dict(ckpt["pools"][k])
         stored = ckpt["progress"]
         self.progress = Progress.from_checkpoint(stored, int(ckpt["config"]["data"]["batch_size"]))
-        self.best_value = stored.get("best_value")
+        self.best.value = stored.get("best_value")
         self.last_values = dict(ckpt.get("metrics", {}))
         self.dataset.a.value_range = ValueRange(*ckpt["value_ranges"]["a"])
         self.dataset.b.value_range = ValueRange(*ckpt["value_ranges"]["b"])
         self.resumed_from = path
-        if path.resolve() == (self.run_dir / "latest.pt").resolve():
-            self._saved_step = self.progress.step
+        self.checkpoints.loaded(path, self.progress.step)
         return ckpt["rng"]
 
     # --- the loop ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import torch
 
 from cyclecmda.config import load_config, split_cli_args
 from cyclecmda.data.dataset import ResumableSampler, build_dataset, build_loader
-from cyclecmda.train.trainer import ensure_demo_data
+from cyclecmda.data.demo import ensure_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     paths, overrides = split_cli_args(args.config)
     cfg = load_config(paths or [ROOT / "configs" / "quickstart.yaml"], overrides)
-    ensure_demo_data(cfg.data)
+    ensure_demo_data(cfg.data.demo_dir)
     dataset = build_dataset(cfg.data, seed=0)
     results = {}
     for workers in [int(w) for w in args.workers.split(",")]:

@@ -17,6 +17,7 @@ import colorsys
 import csv
 import json
 from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -603,3 +604,11 @@ def generate_demo_data(
         "image_size": size,
         "seed": seed,
     }
+
+
+def ensure_demo_data(demo_dir: str) -> None:
+    """Generate the built-in demo data into ``demo_dir`` (``data.demo_dir``) when it is set and absent."""
+    if not demo_dir or (Path(demo_dir) / "dataset.json").is_file():
+        return
+    print(f"generating the demo dataset in {demo_dir} ...", file=sys.stderr, flush=True)
+    generate_demo_data(demo_dir)

@@ -51,7 +51,7 @@ class CycleGAN(nn.Module):
         self.disc_b = build_network(self.specs["disc_b"])
         for net in self.networks().values():
             init_weights(net, model.init, model.init_gain)
-        self.loss_cfg = loss
+        self.model_cfg, self.loss_cfg = model, loss
         self.gan = GANLoss(loss.gan_mode)
         # loss.lambda_nce: one projector per generator's encoder (dual contrastive set-up: an input
         # is embedded by its own generator, its translation by the generator that maps it back,
@@ -148,6 +148,29 @@ class CycleGAN(nn.Module):
         """Translations and reconstructions of both domains (and identity maps if asked)."""
         out, _ = self._translate(real_a, real_b, identity, features=False)
         return out
+
+    def hparams(self) -> Dict[str, Any]:
+        """The method's settings that TensorBoard's hparams view compares runs by."""
+        c = self.loss_cfg
+        return {"gen": self.model_cfg.gen.arch, "ngf": self.model_cfg.gen.ngf, "disc": self.model_cfg.disc.arch,
+                "norm": self.model_cfg.norm, "gan_mode": c.gan_mode, "lambda_a": c.lambda_a, "lambda_b": c.lambda_b,
+                "lambda_identity": c.lambda_identity}
+
+    @torch.no_grad()
+    def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> Dict[str, Tuple[List[torch.Tensor], List[str]]]:
+        """What the image grids show, per direction: rows of images (real, translated,
+        reconstructed, and the identity map when it is trained) and their titles."""
+        out = self.translate(real_a, real_b, identity=self.loss_cfg.lambda_identity > 0)
+        grids = {}
+        for src, dst, gen in (("a", "b", "gen_ba"), ("b", "a", "gen_ab")):
+            s, d = src.upper(), dst.upper()
+            rows = [real_a if src == "a" else real_b, out[f"fake_{dst}"], out[f"rec_{src}"]]
+            names = [f"real {s}", f"{s} -> {d}", f"{s} -> {d} -> {s}"]
+            if f"idt_{src}" in out:
+                rows.append(out[f"idt_{src}"])
+                names.append(f"identity {gen}({s})")
+            grids[f"{src}2{dst}"] = (rows, names)
+        return grids
 
     def _translate(
         self, real_a: torch.Tensor, real_b: torch.Tensor, identity: bool, features: bool

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from cyclecmda import __version__
-from cyclecmda.config import Config, DataConfig, save_config, to_dict, to_yaml
+from cyclecmda.config import Config, save_config, to_dict, to_yaml
 from cyclecmda.data.dataset import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
+from cyclecmda.data.demo import ensure_demo_data
 from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
 from cyclecmda.evaluate.translator import compute_metrics, load_test_images
 from cyclecmda.files import ensure_writable_dir
@@ -87,16 +88,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def ensure_demo_data(cfg: DataConfig) -> None:
-    """Generate the built-in demo data into ``data.demo_dir`` when it is set and absent."""
-    if not cfg.demo_dir or (Path(cfg.demo_dir) / "dataset.json").is_file():
-        return
-    from cyclecmda.data.demo import generate_demo_data
-
-    print(f"generating the demo dataset in {cfg.demo_dir} ...", file=sys.stderr, flush=True)
-    generate_demo_data(cfg.demo_dir)
-
-
 class Trainer:
     """Trains a :class:`CycleGAN` from a resolved :class:`Config`."""
 
@@ -113,7 +104,7 @@ class Trainer:
 
         # data: every rank reads its own shard of the (epoch-shuffled) indices
         if self.dist.is_main:
-            ensure_demo_data(cfg.data)
+            ensure_demo_data(cfg.data.demo_dir)
         self.dist.barrier()
         self.dataset = build_dataset(cfg.data, seed=cfg.run.seed)
         self.sampler = ResumableSampler(len(self.dataset), shuffle=True, seed=cfg.run.seed,
@@ -376,15 +367,11 @@ class Trainer:
         """Grids of real, translated, reconstructed (and identity) images of the fixed samples."""
         self.model.eval()
         with self._autocast():
-            out = self.model.translate(self._to_device(self.samples["a"]), self._to_device(self.samples["b"]),
-                                       identity=self.cfg.loss.lambda_identity > 0)
+            grids = self.model.visuals(self._to_device(self.samples["a"]), self._to_device(self.samples["b"]))
         self.model.train()
-        rows_a = [self.samples["a"], out["fake_b"], out["rec_a"]] + ([out["idt_a"]] if "idt_a" in out else [])
-        rows_b = [self.samples["b"], out["fake_a"], out["rec_b"]] + ([out["idt_b"]] if "idt_b" in out else [])
-        names_a = ["real A", "A -> B", "A -> B -> A", "identity gen_ba(A)"][: len(rows_a)]
-        names_b = ["real B", "B -> A", "B -> A -> B", "identity gen_ab(B)"][: len(rows_b)]
-        monitor.image("images/a2b", image_grid(rows_a, names_a, f"A -> B, step {self.step}"), self.step)
-        monitor.image("images/b2a", image_grid(rows_b, names_b, f"B -> A, step {self.step}"), self.step)
+        for direction, (rows, names) in grids.items():
+            title = f"{direction[0].upper()} -> {direction[-1].upper()}, step {self.step}"
+            monitor.image(f"images/{direction}", image_grid(rows, names, title), self.step)
 
     @torch.no_grad()
     def validate(self, monitor: Monitor) -> Dict[str, float]:
@@ -564,7 +551,7 @@ class Trainer:
                         folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats,
                                                     task=self.model.semantic is not None, overwrite=True)
                         monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
-                    monitor.hparams(_hparams(cfg, self.precision), {f"final/{k.replace('/', '_')}": v
+                    monitor.hparams(_hparams(cfg, self.precision, self.model.hparams()), {f"final/{k.replace('/', '_')}": v
                                                     for k, v in self.last_values.items() if k.startswith(("loss/", "disc/"))})
                 self.dist.barrier()  # the other ranks wait for rank 0's checkpoint and export
             return TrainResult(self.run_dir, self.step, checkpoint, interrupted, dict(self.last_values))
@@ -572,16 +559,9 @@ class Trainer:
             monitor.close()
 
 
-def _hparams(cfg: Config, precision: str) -> Dict[str, Any]:
+def _hparams(cfg: Config, precision: str, method: Dict[str, Any]) -> Dict[str, Any]:
     return {
-        "gen": cfg.model.gen.arch,
-        "ngf": cfg.model.gen.ngf,
-        "disc": cfg.model.disc.arch,
-        "norm": cfg.model.norm,
-        "gan_mode": cfg.loss.gan_mode,
-        "lambda_a": cfg.loss.lambda_a,
-        "lambda_b": cfg.loss.lambda_b,
-        "lambda_identity": cfg.loss.lambda_identity,
+        **method,
         "lr": cfg.optim.lr,
         "batch_size": cfg.data.batch_size,
         "crop_size": cfg.data.crop_size,

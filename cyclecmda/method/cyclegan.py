@@ -11,6 +11,7 @@ from torch import nn
 from cyclecmda.config import LossConfig, ModelConfig
 from cyclecmda.data.images import convert_channels
 from cyclecmda.errors import CheckpointError, ConfigError
+from cyclecmda.method.image_pool import ImagePool
 from cyclecmda.method.losses import GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
 from cyclecmda.method.semantic import SemanticLoss
 from cyclecmda.models import create_discriminator, create_generator
@@ -53,6 +54,8 @@ class CycleGAN(nn.Module):
             init_weights(net, model.init, model.init_gain)
         self.model_cfg, self.loss_cfg = model, loss
         self.gan = GANLoss(loss.gan_mode)
+        # past fakes that the discriminators see beside the newest (loss.pool_size)
+        self.pools = {"a": ImagePool(loss.pool_size), "b": ImagePool(loss.pool_size)}
         # loss.lambda_nce: one projector per generator's encoder (dual contrastive set-up: an input
         # is embedded by its own generator, its translation by the generator that maps it back,
         # so the two domains may have different channel counts)

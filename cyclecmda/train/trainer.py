@@ -26,7 +26,6 @@ from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
 from cyclecmda.evaluate.translator import compute_metrics, load_test_images
 from cyclecmda.files import ensure_writable_dir
 from cyclecmda.method.cyclegan import CycleGAN
-from cyclecmda.method.image_pool import ImagePool
 from cyclecmda.method.semantic import batch_targets, build_semantic, test_targets
 from cyclecmda.models.generators import size_multiple
 from cyclecmda.stopping import StopRequest, blocked_stop_signals
@@ -139,7 +138,6 @@ class Trainer:
         self.precision = resolve_precision(t.precision, self.device)
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.pools = {"a": ImagePool(cfg.loss.pool_size), "b": ImagePool(cfg.loss.pool_size)}
         if cfg.model.norm == "sync_batch":
             convert_sync_batch_norm(self.model.networks(), self.dist, self.device)
         if t.compile:
@@ -167,6 +165,7 @@ class Trainer:
         self.stop = StopRequest()
         self.stopping = False  # agreed by every rank: stop after this step
         self.losses = LossTracker(self.device)
+        self._logged_at = 0  # the step of the latest log line
         self.resumed_from: Optional[Path] = None
         self.checkpoints = RunCheckpoints(self.run_dir, cfg.train.keep_last)
         self.last_values: Dict[str, float] = {}
@@ -282,8 +281,8 @@ class Trainer:
         scaler.step(self.opt_gen)
 
         model.set_discriminators_trainable(True)
-        fake_a = self.pools["a"].query(images["fake_a"].detach())
-        fake_b = self.pools["b"].query(images["fake_b"].detach())
+        fake_a = model.pools["a"].query(images["fake_a"].detach())
+        fake_b = model.pools["b"].query(images["fake_b"].detach())
         with self._autocast():
             disc_total, disc_losses = self.disc_objective(real_a, real_b, fake_a, fake_b)
         self.opt_disc.zero_grad(set_to_none=True)
@@ -418,7 +417,7 @@ class Trainer:
                            **({"task": self.opt_task.state_dict()} if self.opt_task is not None else {})},
             "semantic": None if self.model.semantic is None else self.model.semantic.checkpoint_state(),
             "scaler": self.scaler.state_dict(),
-            "pools": {k: p.state_dict() for k, p in self.pools.items()},
+            "pools": {k: p.state_dict() for k, p in self.model.pools.items()},
             "progress": {**self.progress.state_dict(), "best_value": self.best.value,
                          "world_size": self.dist.world_size, "batch_size": self.cfg.data.batch_size},
             "value_ranges": {
@@ -458,7 +457,7 @@ class Trainer:
         restore_optimizer(self.opt_disc, ckpt["optimizers"]["disc"])
         if ckpt["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
-        for k, pool in self.pools.items():
+        for k, pool in self.model.pools.items():
             pool.load_state_dict(ckpt["pools"][k])
         stored = ckpt["progress"]
         self.progress = Progress.from_checkpoint(stored, int(ckpt["config"]["data"]["batch_size"]))
@@ -488,6 +487,23 @@ class Trainer:
             torch.distributed.destroy_process_group()
             self._owns_process_group = False
 
+    def _report(self, monitor: Monitor, timer: StepTimer, finished: bool, end: bool = False) -> None:
+        """After a step: the losses' log, the image grids and validation, each every so many steps.
+        At the ``end`` of a run, each of them that the last step did not do (no validation after
+        a stop request)."""
+        t = self.cfg.train
+
+        def due(every: int) -> bool:
+            return (self.step % every == 0) != end
+
+        if (self.step > self._logged_at) if end else (self.step % t.log_every == 0 or finished):
+            self._log(monitor, timer, self.step - self._logged_at)
+            self._logged_at = self.step
+        if due(t.image_every) and self.dist.is_main:
+            self.log_images(monitor)
+        if t.eval_every and due(t.eval_every) and not (end and self.stopping):
+            self.validate(monitor)
+
     def fit(self) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train
         main = self.dist.is_main
@@ -501,7 +517,8 @@ class Trainer:
                             f"(epoch {self.plan.epochs_done(self.progress):.2f} of {self.plan.epochs or 'unlimited'})")
         monitor.text("config", "    " + to_yaml(cfg).replace("\n", "\n    "), self.step)
         self.model.train()
-        timer, logged_at = StepTimer(), self.step
+        timer = StepTimer()
+        self._logged_at = self.step
         optimizers = (self.opt_gen, self.opt_disc)
         try:
             with self.stop:
@@ -515,13 +532,7 @@ class Trainer:
                         self.plan.advance(self.progress)
                         self.schedule.apply(optimizers, self.plan.epochs_done(self.progress))
                         finished = self.plan.finished(self.progress)
-                        if self.step % t.log_every == 0 or finished:
-                            self._log(monitor, timer, self.step - logged_at)
-                            logged_at = self.step
-                        if self.step % t.image_every == 0 and main:
-                            self.log_images(monitor)
-                        if t.eval_every and self.step % t.eval_every == 0:
-                            self.validate(monitor)
+                        self._report(monitor, timer, finished)
                         if self.step % t.checkpoint_every == 0:
                             self.save()
                         for callback in self.callbacks:
@@ -531,12 +542,7 @@ class Trainer:
                     if self.step == steps_before and not self.stopping:
                         raise DataError(f"epoch {self.progress.epoch} yielded no batch (dataset {len(self.dataset)}, "
                                         f"batch size {cfg.data.batch_size}, starting at sample {self.progress.position}).")
-                if self.step > logged_at:
-                    self._log(monitor, timer, self.step - logged_at)
-                if self.step % t.image_every != 0 and main:
-                    self.log_images(monitor)
-                if t.eval_every and self.step % t.eval_every != 0 and not self.stopping:
-                    self.validate(monitor)
+                self._report(monitor, timer, finished=True, end=True)
                 checkpoint = self.save()
                 interrupted = self.stopping
                 if interrupted:

@@ -197,7 +197,7 @@ def test_in_loop_metrics_of_a_bf16_run_equal_those_of_evaluate(tiny_config, imag
     cfg = replace(tiny_config, data=replace(d, a=replace(d.a, test_root=str(test_a)), b=replace(d.b, test_root=str(test_b))),
                   train=replace(tiny_config.train, precision="bf16", max_steps=2, eval_every=2, eval_paired=True))
     trainer = Trainer(cfg)
-    trainer.extractor = _TinyFeatures()
+    trainer.validation.extractor = _TinyFeatures()
     result = trainer.fit()
     logged = scalars(result.run_dir / "tb")
     tr = load_translators(result.checkpoint)

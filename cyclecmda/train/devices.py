@@ -1,15 +1,18 @@
-"""Which device a run uses, and in which precision it computes there."""
+"""Which device a run uses, in which precision it computes there, and how its processes are seeded."""
 
 from __future__ import annotations
 
+import os
+import random
 import sys
 
+import numpy as np
 import torch
 
 from cyclecmda.errors import CycleCMDAError
 from cyclecmda.train.distributed import DistContext
 
-__all__ = ["native_bf16", "pick_device", "resolve_precision"]
+__all__ = ["native_bf16", "pick_device", "rank_seed", "resolve_precision", "seed_everything"]
 
 
 def pick_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
@@ -54,3 +57,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
               f"({torch.backends.cpu.get_cpu_capability()}) is emulated and runs several times slower than fp32; "
               "use train.precision=auto or fp32", file=sys.stderr, flush=True)
     return precision
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of a rank other than 0 (its image pool and dropout draw their own numbers)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cyclecmda.errors import ConfigError, CycleCMDAError
+from cyclecmda.method.cyclegan import CycleGAN
 
 __all__ = ["DistContext", "Objective", "context_from_env", "convert_sync_batch_norm", "init_process_group", "wrap_ddp"]
 
@@ -140,3 +141,18 @@ def convert_sync_batch_norm(networks: Dict[str, nn.Module], ctx: DistContext, de
     for net in networks.values():
         converted = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # swaps the layers in place
         assert converted is net, "a network whose root is a batch norm layer cannot be converted in place"
+
+
+def step_objectives(model: CycleGAN, ctx: DistContext,
+                    device: torch.device) -> Tuple[nn.Module, nn.Module, Optional[nn.Module]]:
+    """The generator, discriminator and (with labels) task steps, each as one module over the
+    networks it trains: under DDP their gradients are averaged over the ranks, while the frozen
+    discriminators of the generator step stay local."""
+    m = model
+    gen = Objective(m.generator_step, {"gen_ab": m.gen_ab, "gen_ba": m.gen_ba, **m.auxiliary()})
+    disc = Objective(m.discriminator_step, {"disc_a": m.disc_a, "disc_b": m.disc_b})
+    task = None if m.semantic is None else Objective(m.semantic.task_step, m.semantic.networks())
+    if not ctx.enabled:
+        return gen, disc, task
+    return (wrap_ddp(gen, ctx, device), wrap_ddp(disc, ctx, device),
+            None if task is None else wrap_ddp(task, ctx, device))

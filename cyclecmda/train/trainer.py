@@ -7,26 +7,22 @@ Reads top to bottom: ``Trainer.__init__`` sets everything up, ``fit`` runs
 from __future__ import annotations
 
 import contextlib
-import os
-import random
 import resource
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 from cyclecmda import __version__
 from cyclecmda.config import Config, save_config, to_dict, to_yaml
-from cyclecmda.data.dataset import ResumableSampler, UnpairedDataset, ValueRange, build_dataset, build_loader, build_pipeline
+from cyclecmda.data.dataset import ResumableSampler, ValueRange, build_dataset, build_loader
 from cyclecmda.data.demo import ensure_demo_data
 from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
-from cyclecmda.evaluate.translator import compute_metrics, load_test_images
 from cyclecmda.files import ensure_writable_dir
 from cyclecmda.method.cyclegan import CycleGAN
-from cyclecmda.method.semantic import batch_targets, build_semantic, test_targets
+from cyclecmda.method.semantic import batch_targets, build_semantic
 from cyclecmda.models.generators import size_multiple
 from cyclecmda.stopping import StopRequest, blocked_stop_signals
 from cyclecmda.train.checkpoint import (
@@ -38,19 +34,19 @@ from cyclecmda.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from cyclecmda.train.devices import pick_device, resolve_precision
+from cyclecmda.train.devices import pick_device, rank_seed, resolve_precision, seed_everything
 from cyclecmda.train.distributed import (
-    Objective,
     context_from_env,
     convert_sync_batch_norm,
     init_process_group,
-    wrap_ddp,
+    step_objectives,
 )
 from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer, image_grid
 from cyclecmda.train.optim import adam, adam_kernels, restore_optimizer
 from cyclecmda.train.progress import LRSchedule, Progress, RunPlan
 from cyclecmda.train.run_folder import BestMetric, RunCheckpoints
 from cyclecmda.train.tracking import LossTracker
+from cyclecmda.train.validation import Validation, grid_samples
 
 Callback = Callable[["Trainer"], None]
 
@@ -68,23 +64,6 @@ class TrainResult:
     checkpoint: Path
     interrupted: bool = False
     metrics: Dict[str, float] = field(default_factory=dict)
-
-
-def rank_seed(seed: int, rank: int, step: int = 0) -> int:
-    """The seed of a rank other than 0 (its image pool and dropout draw their own numbers)."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
 
 
 class Trainer:
@@ -143,22 +122,9 @@ class Trainer:
         if t.compile:
             for net in self.model.networks().values():
                 net.compile()
-        # Each step's loss as one module over the networks it trains: under DDP their gradients are
-        # averaged over the ranks, while the frozen discriminators of the generator step stay local.
-        m = self.model
-        generators = {"gen_ab": m.gen_ab, "gen_ba": m.gen_ba, **m.auxiliary()}
-        self.gen_objective: torch.nn.Module = Objective(m.generator_step, generators)
-        self.disc_objective: torch.nn.Module = Objective(m.discriminator_step, {"disc_a": m.disc_a, "disc_b": m.disc_b})
-        self.task_objective: Optional[torch.nn.Module] = None
-        if semantic is not None:
-            self.task_objective = Objective(semantic.task_step, semantic.networks())
-        if self.dist.enabled:
-            self.gen_objective = wrap_ddp(self.gen_objective, self.dist, self.device)
-            self.disc_objective = wrap_ddp(self.disc_objective, self.dist, self.device)
-            if self.task_objective is not None:
-                self.task_objective = wrap_ddp(self.task_objective, self.dist, self.device)
-            if self.dist.rank:  # after building: the networks start equal, the pools draw differently
-                seed_everything(rank_seed(cfg.run.seed, self.dist.rank), cfg.run.deterministic)
+        self.gen_objective, self.disc_objective, self.task_objective = step_objectives(self.model, self.dist, self.device)
+        if self.dist.enabled and self.dist.rank:  # after building: the networks start equal, the pools draw differently
+            seed_everything(rank_seed(cfg.run.seed, self.dist.rank), cfg.run.deterministic)
 
         # progress and what follows from it: the end of the run, the learning rate
         self.progress = Progress()
@@ -182,9 +148,11 @@ class Trainer:
         self.total_steps = self.plan.total_steps(self.progress)
         self.schedule = LRSchedule(cfg.optim, t, self.plan.planned_epochs(self.progress))
         self.schedule.apply((self.opt_gen, self.opt_disc), self.plan.epochs_done(self.progress))
-        self.samples = self._fixed_samples() if self.dist.is_main else {}
-        self.extractor: Any
-        self.eval_images, self.eval_targets, self.extractor = self._eval_setup() if self.dist.is_main else ({}, {}, None)
+        self.samples = grid_samples(cfg, self.dataset, self.device) if self.dist.is_main else {}
+        self.validation: Optional[Validation] = None
+        if self.dist.is_main and t.eval_every:
+            self.validation = Validation(cfg, self.dataset.a.value_range, self.dataset.b.value_range,
+                                         self.model.semantic, self.device)
         if rng is not None:  # last, so that building anything above draws nothing from the restored RNGs
             if self.dist.is_main:
                 set_rng_state(rng)
@@ -213,45 +181,6 @@ class Trainer:
             raise CheckpointError(f"train.resume: checkpoint '{resume}' does not exist "
                                   "(use train.resume=auto to continue a run if it has one).")
         return path
-
-    def _fixed_samples(self) -> Dict[str, torch.Tensor]:
-        """The same few images of each domain for every image grid (held-out ones when given)."""
-        d = self.cfg.data
-        if d.a.test_root and d.b.test_root:
-            ds = build_dataset(d, seed=self.cfg.run.seed, split="test")
-            ds.a.value_range, ds.b.value_range = self.dataset.a.value_range, self.dataset.b.value_range
-        else:
-            ds = UnpairedDataset(self.dataset.a, self.dataset.b, build_pipeline(d.a, d, False),
-                                 build_pipeline(d.b, d, False), serial_b=True, seed=0, size=d.crop_size)
-        n = max(1, self.cfg.train.num_image_samples)
-        items = [ds[(0, i)] for i in range(n)]
-        return {k: torch.stack([it[k] for it in items]).to(self.device) for k in ("a", "b")}
-
-    def _eval_setup(self) -> Tuple[Dict[str, torch.Tensor], Dict[str, Optional[torch.Tensor]], Any]:
-        """Held-out images of both domains, their labels where the semantic loss can score them,
-        and the FID feature network, for in-loop validation."""
-        t, d = self.cfg.train, self.cfg.data
-        if not t.eval_every:
-            return {}, {}, None
-        images, names, targets = {}, {}, {}
-        semantic = self.model.semantic
-        for side, dom in (("a", d.a), ("b", d.b)):
-            value_range = getattr(self.dataset, side).value_range
-            files, images[side] = load_test_images(side, dom.test_root, d, value_range, t.eval_max_images)
-            names[side] = [p.name for p in files]
-            if semantic is not None:
-                targets[side] = test_targets(files, dom, d, f"data.{side}", semantic.kind, semantic.classes)
-        if t.eval_paired and names["a"] != names["b"]:
-            raise DataError(
-                "train.eval_paired is set but data.a.test_root and data.b.test_root do not hold the same file "
-                f"names ({len(names['a'])} and {len(names['b'])} images); pair them by name or set train.eval_paired=false."
-            )
-        extractor = None
-        if t.eval_features != "none":
-            from cyclecmda.evaluate.metrics import create_feature_extractor
-
-            extractor = create_feature_extractor(t.eval_features, weights=t.features_weights or None).to(self.device)
-        return images, targets, extractor
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -382,14 +311,8 @@ class Trainer:
         self.check_finite()  # on every rank, before rank 0 may write best.pt
         if not self.dist.is_main:
             return {}
-        self.model.eval()
-        metrics = compute_metrics({"a2b": self.model.gen_ab, "b2a": self.model.gen_ba}, self.eval_images,
-                                  paired=t.eval_paired, extractor=self.extractor, device=self.device)
-        self.model.train()
-        if self.model.semantic is not None:
-            metrics.update(self.model.semantic.evaluate(self.model.gen_ab, self.eval_images, self.eval_targets, self.device,
-                                                          gen_ba=self.model.gen_ba))
-        values = {f"eval/{k}": v for k, v in metrics.items()}
+        assert self.validation is not None, "validate() runs only with train.eval_every"
+        values = self.validation.metrics(self.model)
         monitor.scalars(self.step, values)
         if t.best_metric not in values:
             raise CycleCMDAError(

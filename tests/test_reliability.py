@@ -19,7 +19,8 @@ from test_train import overrides_of
 
 from cyclecmda.cli import main
 from cyclecmda.train.checkpoint import CheckpointError, load_checkpoint
-from cyclecmda.train.trainer import Trainer, TrainingDiverged, train
+from cyclecmda.train.tracking import TrainingDiverged
+from cyclecmda.train.trainer import Trainer, train
 
 
 def _child_env() -> dict:

@@ -21,7 +21,8 @@ from cyclecmda.errors import ConfigError
 from cyclecmda.method.cyclegan import CycleGAN
 from cyclecmda.method.semantic import SemanticLoss, cross_entropy, score, shape_view
 from cyclecmda.train.checkpoint import load_checkpoint
-from cyclecmda.train.trainer import Trainer, TrainingDiverged, train
+from cyclecmda.train.tracking import TrainingDiverged
+from cyclecmda.train.trainer import Trainer, train
 
 
 @pytest.fixture

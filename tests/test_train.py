@@ -17,7 +17,8 @@ from cyclecmda.errors import ConfigError
 from cyclecmda.method.cyclegan import build_network
 from cyclecmda.train.checkpoint import CheckpointError, CheckpointWriteError, atomic_torch_save, load_checkpoint
 from cyclecmda.train.monitor import GRID_MIN_SIDE
-from cyclecmda.train.trainer import Trainer, TrainingDiverged, train
+from cyclecmda.train.tracking import TrainingDiverged
+from cyclecmda.train.trainer import Trainer, train
 
 CHILD = Path(__file__).with_name("_train_child.py")
 

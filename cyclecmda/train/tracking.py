@@ -1,10 +1,22 @@
-"""Loss tracking between logging steps: running sums on the device, and the first NaN/Inf."""
+"""Loss tracking between logging steps (running sums on the device, the first NaN/Inf) and the
+checks that stop a run whose losses or weights stopped being finite."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
+from torch import nn
+
+from cyclecmda.errors import CycleCMDAError
+from cyclecmda.train.distributed import DistContext
+from cyclecmda.train.run_folder import RunCheckpoints
+
+HINT = "Try a lower optim.lr, train.precision=fp32, or another loss.gan_mode."
+
+
+class TrainingDiverged(CycleCMDAError):
+    """A loss became NaN or Inf."""
 
 
 def tag(name: str) -> str:
@@ -55,3 +67,34 @@ class LossTracker:
         self.sums.zero_()
         self.count = 0
         return means, [tag(n) for n in self.names]
+
+
+def check_losses(tracker: LossTracker, dist: DistContext, checkpoints: RunCheckpoints) -> None:
+    """Raise TrainingDiverged naming the first step and loss that were NaN/Inf (a host sync; every
+    rank calls it at the same steps, and all of them raise together)."""
+    bad_step = int(dist.max_(tracker.first_bad_step()).item())
+    if bad_step < 0:
+        return
+    names = tracker.bad_tags() or ["a loss on another rank"]
+    # the losses of step N come from the weights after step N - 1
+    raise TrainingDiverged(f"{', '.join(names)} became NaN/Inf at step {bad_step}; "
+                           + diverged(bad_step - 1, dist, checkpoints))
+
+
+def check_state(modules: Iterable[nn.Module], optimizers: Iterable[torch.optim.Optimizer], step: int,
+                dist: DistContext, checkpoints: RunCheckpoints) -> None:
+    """Raise TrainingDiverged if a parameter, buffer or optimizer moment is NaN/Inf (a host sync)."""
+    tensors = [t for module in modules for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    tensors += [t for opt in optimizers for state in opt.state.values()
+                for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim()]
+    bad = torch.stack([torch.isfinite(t).all() for t in tensors]).logical_not().any().to(torch.int32)
+    if dist.max_(bad.reshape(1)).item():
+        raise TrainingDiverged(f"the weights became NaN/Inf by step {step}; " + diverged(step, dist, checkpoints))
+
+
+def diverged(bad_weights: int, dist: DistContext, checkpoints: RunCheckpoints) -> str:
+    """The rest of a divergence message: which checkpoint is the last good one. The weights after
+    step ``bad_weights`` gave NaN/Inf; latest.pt is pointed back before them if it holds them."""
+    if not dist.is_main:
+        return "training stopped. " + HINT
+    return f"training stopped and {checkpoints.rewind(bad_weights)}. {HINT}"

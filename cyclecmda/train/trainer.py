@@ -45,16 +45,12 @@ from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer, image_grid
 from cyclecmda.train.optim import adam, adam_kernels, restore_optimizer
 from cyclecmda.train.progress import LRSchedule, Progress, RunPlan
 from cyclecmda.train.run_folder import BestMetric, RunCheckpoints
-from cyclecmda.train.tracking import LossTracker
+from cyclecmda.train.tracking import LossTracker, check_losses, check_state
 from cyclecmda.train.validation import Validation, grid_samples
 
 Callback = Callable[["Trainer"], None]
 
 STOP_POLL_EVERY = 10  # steps between the ranks' agreement on a stop request (multi-process runs)
-
-
-class TrainingDiverged(CycleCMDAError):
-    """A loss became NaN or Inf."""
 
 
 @dataclass
@@ -241,34 +237,11 @@ class Trainer:
 
         In a multi-process run every rank calls it at the same steps and all of them raise together.
         """
-        bad_step = int(self.dist.max_(self.losses.first_bad_step()).item())
-        if bad_step < 0:
-            return
-        names = self.losses.bad_tags() or ["a loss on another rank"]
-        # the losses of step N come from the weights after step N - 1
-        raise TrainingDiverged(f"{', '.join(names)} became NaN/Inf at step {bad_step}; " + self._diverged(bad_step - 1))
+        check_losses(self.losses, self.dist, self.checkpoints)
 
     def _check_state_finite(self) -> None:
         """Raise TrainingDiverged if a parameter, buffer or optimizer moment is NaN/Inf (a host sync)."""
-        tensors = [t for module in self.model.trained_modules().values()
-                   for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
-        tensors += [t for opt in self.optimizers() for state in opt.state.values()
-                    for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim()]
-        bad = torch.stack([torch.isfinite(t).all() for t in tensors]).logical_not().any().to(torch.int32)
-        if self.dist.max_(bad.reshape(1)).item():
-            raise TrainingDiverged(f"the weights became NaN/Inf by step {self.step}; " + self._diverged(self.step))
-
-    def _diverged(self, bad_weights: int) -> str:
-        """The rest of a divergence message: which checkpoint is the last good one.
-
-        The weights after step ``bad_weights`` gave NaN/Inf; a checkpoint of that step or later is
-        not good. latest.pt is pointed back at the newest earlier step file, if one is left.
-        """
-        hint = "Try a lower optim.lr, train.precision=fp32, or another loss.gan_mode."
-        if not self.dist.is_main:
-            return "training stopped. " + hint
-        kept = self.checkpoints.rewind(bad_weights)
-        return f"training stopped and {kept}. {hint}"
+        check_state(self.model.trained_modules().values(), self.optimizers(), self.step, self.dist, self.checkpoints)
 
     # --- logging --------------------------------------------------------------------------
 

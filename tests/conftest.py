@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable
 
 import numpy as np
 import pytest
+from helpers import make_images, tiny_overrides
 
 from cyclecmda.config import Config, load_config
-from cyclecmda.data.images import write_image
-
-
-def make_images(folder: Path, n: int, channels: int, dtype: type, size: int = 40, ext: str = ".png", seed: int = 0) -> List[Path]:
-    """Write n random images (HWC) of the given channels and dtype into folder."""
-    rng = np.random.default_rng(seed)
-    hi = np.iinfo(dtype).max
-    paths = []
-    for i in range(n):
-        img = rng.integers(0, hi, size=(size, size + 8, channels), endpoint=True).astype(dtype)
-        paths.append(write_image(folder / f"img_{i:03d}{ext}", img))
-    return paths
 
 
 @pytest.fixture
@@ -60,30 +49,8 @@ def run_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_config(rgb8_dir: Path, gray16_dir: Path, run_dir: Path) -> Config:
     """RGB 8-bit A, 1-channel 16-bit B, 32 px crops, a tiny generator: trains in milliseconds a step."""
-    return load_config(
-        [],
-        [
-            f"data.a.root={rgb8_dir}",
-            f"data.b.root={gray16_dir}",
-            "data.b.channels=1",
-            "data.b.bit_depth=16",
-            "data.load_size=36",
-            "data.crop_size=32",
-            "data.batch_size=2",
-            "data.num_workers=0",
-            "model.gen.arch=resnet_2blocks",
-            "model.gen.ngf=8",
-            "model.disc.ndf=8",
-            "model.disc.n_layers=2",
-            "loss.lambda_identity=0",
-            f"run.out_dir={run_dir}",
-            "run.name=tiny",
-            "train.max_steps=2",
-            "train.log_every=1",
-            "train.image_every=1",
-            "train.checkpoint_every=1",
-        ],
-    )
+    return load_config([], tiny_overrides(rgb8_dir, gray16_dir, run_dir) + [
+        "run.name=tiny", "train.max_steps=2", "train.image_every=1", "train.checkpoint_every=1"])
 
 
 @pytest.fixture(scope="session")
@@ -108,20 +75,3 @@ def exported(tmp_path_factory) -> Path:
     result = train(cfg)
     export_checkpoint(result.checkpoint, root / "export", formats=("pt2", "onnx", "torchscript"))
     return root / "export"
-
-
-def random_fid_inception_state(seed: int = 0) -> dict:
-    """A state dict of the FID Inception architecture (pytorch-fid's own classes) with random
-    values, for tests that cannot download the published weights."""
-    import torch
-    from pytorch_fid import inception as pfi
-
-    torch.manual_seed(seed)
-    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    for name, block, args in (("Mixed_5b", pfi.FIDInceptionA, (192, 32)), ("Mixed_5c", pfi.FIDInceptionA, (256, 64)),
-                              ("Mixed_5d", pfi.FIDInceptionA, (288, 64)), ("Mixed_6b", pfi.FIDInceptionC, (768, 128)),
-                              ("Mixed_6c", pfi.FIDInceptionC, (768, 160)), ("Mixed_6d", pfi.FIDInceptionC, (768, 160)),
-                              ("Mixed_6e", pfi.FIDInceptionC, (768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1, (1280,)),
-                              ("Mixed_7c", pfi.FIDInceptionE_2, (2048,))):
-        setattr(net, name, block(*args))
-    return net.state_dict()

@@ -13,7 +13,7 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from helpers import make_images
 
 from cyclecmda.augment import CycleGANTranslate
 from cyclecmda.augment.core import ArtifactError, TranslatorArtifact

@@ -7,7 +7,7 @@ from typing import List
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from helpers import make_images
 from PIL import Image
 
 from cyclecmda.config import load_config

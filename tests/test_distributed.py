@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tb import scalars
-from test_train import overrides_of
+from helpers import overrides_of, scalars
 
 from cyclecmda.errors import CycleCMDAError
 from cyclecmda.method.cyclegan import build_network

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
-from tb import scalars
+from helpers import make_images, scalars
 from torch import nn
 
 from cyclecmda.cli import main
@@ -88,7 +87,7 @@ def test_in_loop_validation_logs_eval_metrics_and_keeps_best(tiny_config, paired
 
 @pytest.mark.slow  # the FID Inception at 299 px on a CPU: about a minute
 def test_in_loop_fid_uses_the_configured_weights_file_and_can_pick_best(tiny_config, paired_dirs, tmp_path):
-    from conftest import random_fid_inception_state
+    from helpers import random_fid_inception_state
 
     weights = tmp_path / "fid_inception.pth"
     torch.save(random_fid_inception_state(), weights)
@@ -151,7 +150,7 @@ def test_evaluation_json_records_the_feature_network_its_weights_and_the_image_c
     comparable with papers."""
     import hashlib
 
-    from conftest import random_fid_inception_state
+    from helpers import random_fid_inception_state
 
     from cyclecmda.evaluate.metrics import FID_INCEPTION_FILE
 

@@ -202,7 +202,7 @@ def test_no_default_path_prints_a_deprecation_warning(exported, tmp_path):
     import warnings
 
     import albumentations as A
-    from conftest import make_images
+    from helpers import make_images
     from torchvision.transforms import v2
 
     from cyclecmda.augment import CycleGANTranslate, CycleGANTranslateV2

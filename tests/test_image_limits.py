@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images
+from helpers import make_images
 from PIL import Image
 
 from cyclecmda.cli import main

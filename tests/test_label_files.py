@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import mask_folder, names, overrides_of, write_labels
 from PIL import Image
-from test_labels import mask_folder, names, write_labels
-from test_train import overrides_of
 
 from cyclecmda.config import load_config
 from cyclecmda.data.dataset import build_dataset

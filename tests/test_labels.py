@@ -10,24 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_train import overrides_of
+from helpers import mask_folder, names, overrides_of, write_labels
 
 from cyclecmda.config import load_config
 from cyclecmda.data.dataset import build_dataset
 from cyclecmda.data.images import write_image
 from cyclecmda.errors import DataError
-
-
-def write_labels(path: Path, rows, header=("filename", "label")) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def names(folder: Path):
-    return sorted(p.name for p in folder.glob("*.png"))
 
 
 def dataset(cfg, **changes):
@@ -83,15 +71,6 @@ def test_label_errors_name_the_file_and_skip_drops_only_it(tiny_config, rgb8_dir
     (tmp_path / "noheader.csv").write_text("a.png,1\n")
     with pytest.raises(DataError, match=r"needs a header row with a file column"):
         dataset(tiny_config, data__a__labels=tmp_path / "noheader.csv")
-
-
-def mask_folder(images: Path, out: Path, fn) -> Path:
-    """A mask per image: fn(image array) -> (H, W) uint8."""
-    from cyclecmda.data.images import read_image
-
-    for path in images.glob("*.png"):
-        write_image(out / path.name, fn(read_image(path)))
-    return out
 
 
 def test_mask_errors_name_the_file(tiny_config, rgb8_dir, tmp_path):

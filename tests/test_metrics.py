@@ -350,7 +350,7 @@ def test_inception_features_load_and_extract(random_inception_weights: Path, mon
 def random_fid_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state dict of the FID Inception architecture (pytorch-fid's own classes) with random
     values, under a fake hub cache with the published file name. Nothing is downloaded."""
-    from conftest import random_fid_inception_state
+    from helpers import random_fid_inception_state
 
     state = random_fid_inception_state()
     for key, value in state.items():  # batch-norm statistics of a trained network's scale, so features do not vanish

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tb import scalars
+from helpers import scalars
 
 from cyclecmda.config import load_config
 from cyclecmda.train.checkpoint import load_checkpoint

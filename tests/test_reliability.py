@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tb import scalars
-from test_train import overrides_of
+from helpers import overrides_of, scalars
 
 from cyclecmda.cli import main
 from cyclecmda.train.checkpoint import CheckpointError, load_checkpoint

@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tb import scalars
-from test_labels import write_labels
-from test_train import overrides_of, run_child
+from helpers import overrides_of, run_child, scalars, write_labels
 
 from cyclecmda.config import load_config
 from cyclecmda.errors import ConfigError

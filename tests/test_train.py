@@ -2,15 +2,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from tb import image_tags, load_events, scalars
+from helpers import image_tags, load_events, overrides_of, run_child, scalars
 
 from cyclecmda.config import load_config
 from cyclecmda.errors import ConfigError
@@ -19,25 +16,6 @@ from cyclecmda.train.checkpoint import CheckpointError, CheckpointWriteError, at
 from cyclecmda.train.monitor import GRID_MIN_SIDE
 from cyclecmda.train.tracking import TrainingDiverged
 from cyclecmda.train.trainer import Trainer, train
-
-CHILD = Path(__file__).with_name("_train_child.py")
-
-
-def overrides_of(cfg, **changes) -> list:
-    """key=value overrides that rebuild the tiny config in a child process."""
-    base = [
-        f"data.a.root={cfg.data.a.root}", f"data.b.root={cfg.data.b.root}", "data.b.channels=1",
-        "data.b.bit_depth=16", "data.load_size=36", "data.crop_size=32", "data.batch_size=2",
-        "data.num_workers=0", "model.gen.arch=resnet_2blocks", "model.gen.ngf=8", "model.disc.ndf=8",
-        "model.disc.n_layers=2", "loss.lambda_identity=0", f"run.out_dir={cfg.run.out_dir}",
-        "train.log_every=1", "train.image_every=100", "run.deterministic=true",
-    ]
-    return base + [f"{k.replace('__', '.')}={v}" for k, v in changes.items()]
-
-
-def run_child(args: list, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(CHILD.parent)}
-    return subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True, env=env, timeout=300, **kwargs)
 
 
 def test_two_steps_write_tensorboard_scalars_images_config_and_hparams(tiny_config):

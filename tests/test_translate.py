@@ -9,7 +9,7 @@ from typing import List
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from helpers import make_images
 from torch import nn
 
 from cyclecmda.augment.core import load_artifact, translate_unit

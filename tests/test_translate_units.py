@@ -10,7 +10,7 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from helpers import make_images
 
 from cyclecmda.augment import CycleGANTranslate, CycleGANTranslateV2, MultiModalCompose, SynthesizeModality
 from cyclecmda.cli import main

@@ -37,21 +37,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cyclecmda.data.demo import (
-    CLASS_NAMES,
-    MAX_COUNT,
-    SPLITS,
-    Scene,
-    _check_int,
-    _grid,
-    _horizon_mask,
-    _parts,
-    _remove_stale,
-    _write_png,
-    demo_scene,
-    render_visible,
-    scene_mask,
-)
+from cyclecmda.data.demo import MAX_COUNT, _check_int, _remove_stale, _write_png, demo_scene
+from cyclecmda.data.demo.render import _grid, _horizon_mask, _parts, render_visible, scene_mask
+from cyclecmda.data.demo.scenes import CLASS_NAMES, SPLITS, Scene
 from cyclecmda.errors import CycleCMDAError, ConfigError
 
 __all__ = [

@@ -27,11 +27,10 @@ from cyclecmda.data.pairs import (
     PAIRS,
     MissingExtraError,
     _handwritten_split,
-    build_parser,
     generate_pair,
     handwritten_digits,
-    main,
 )
+from cyclecmda.data.pairs.command import build_parser, main
 from cyclecmda.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -110,6 +110,44 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     assert {"task_a", "task_ab", "task_b", "semantic_on", "pseudo_b", "agreement"} <= set(losses)
 
 
+def test_outline_term_needs_no_label_of_b_and_reaches_only_the_translator(tiny_config):
+    torch.manual_seed(0)
+    cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
+                                       loss__semantic__shape_weight=2.0))
+    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
+    model = CycleGAN(cfg.model, cfg.loss, 3, 1, semantic)
+    real_a, real_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    label_a, no_label_b = torch.tensor([0, 2]), torch.tensor([-1, -1])
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model.set_discriminators_trainable(False)
+        total, losses, _ = model.generator_step(real_a, real_b, label_a, no_label_b)
+        total.backward()
+        assert all(p.grad is None for p in semantic.parameters())  # the outline networks are frozen judges
+        return losses, torch.cat([p.grad.flatten() for p in model.gen_ab.parameters()])
+
+    closed, closed_grad = step()
+    assert closed["semantic_shape"].item() == 0.0  # off until the outline networks are ready
+    semantic.on.fill_(True)  # ready; the judge's gate stays closed (no agreement on real B yet)
+    opened, opened_grad = step()
+    assert opened["semantic_ab"].item() == 0.0
+    with torch.no_grad():
+        edges = shape_view(model.gen_ab(real_a))
+        expected = torch.stack([cross_entropy(net(edges), label_a, -1) for net in (semantic.task_shape, semantic.task_shape_2)])
+    assert opened["semantic_shape"].item() == pytest.approx(2.0 * expected.mean().item(), rel=1e-5)
+    assert not torch.allclose(closed_grad, opened_grad)  # the term reaches the generator A -> B
+
+
+def test_outline_term_asks_for_an_outline_network(tiny_config):
+    with pytest.raises(ConfigError, match=r"shape_weight.*no shape view"):
+        load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
+                                     loss__semantic__shape_weight=1, loss__semantic__pseudo_labels="[translations]"))
+    with pytest.raises(ConfigError, match=r"shape_weight.*>= 0"):
+        load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
+                                     loss__semantic__shape_weight=-1))
+
+
 def test_downsampled_task_networks_read_average_pooled_images():
     from cyclecmda.models.task import TaskNetwork, build_task_network
 

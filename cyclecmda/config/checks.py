@@ -153,6 +153,11 @@ def _check_semantic(cfg: Config) -> None:
     if not 0 <= sem.min_agreement <= 1:
         raise ConfigError(f"invalid value {sem.min_agreement!r} for 'loss.semantic.min_agreement'; it must be in [0, 1].")
     views = list(sem.pseudo_labels)
+    if not sem.shape_weight >= 0:
+        raise ConfigError(f"invalid value {sem.shape_weight!r} for 'loss.semantic.shape_weight'; it must be >= 0.")
+    if sem.shape_weight and "shape" not in views:
+        raise ConfigError(f"loss.semantic.shape_weight={sem.shape_weight} asks the outline networks about translations, "
+                          f"but loss.semantic.pseudo_labels ({views}) has no shape view: add one, e.g. [shape, shape].")
     unknown = [v for v in views if v not in PSEUDO_LABEL_VIEWS]
     repeated = [v for v in set(views) if views.count(v) > 1 and v != "shape"]
     if not views or unknown or repeated:

@@ -142,6 +142,10 @@ class SemanticConfig:
     # Two outline networks that differ only in their starting weights agree on B about as often
     # as they are right there; at 0.6 the term waits for outlines that carry over from A to B.
     min_agreement: float = 0.6
+    # Outline consistency: the outline networks (the shape views, trained on the outlines of
+    # labelled A images) must name a's class on the outlines of gen_ab(a), with this weight. It
+    # needs no label of B and is on once those networks are ready; 0 leaves it off.
+    shape_weight: float = 0.0
     lr: float = 1e-3  # Adam learning rate of the task networks
     # The task networks learn from batches of task_batch items drawn every task_every steps from
     # a memory of the last `memory` training items (real images, translations, labels).

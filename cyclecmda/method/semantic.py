@@ -38,6 +38,11 @@ least ``min_agreement``: it goes off again when either fails. While it is
 off the translator trains exactly as without labels (the task networks draw no random number of
 the translator's), so labels whose pseudo-labels cannot be trusted cost nothing but time.
 
+With ``shape_weight`` the generator has a second term that needs no label of B: the outline
+networks must name ``a``'s class on the outlines of ``gen_ab(a)`` (``semantic_shape``), on once the
+networks are ready. It keeps what distinguishes a class in its outlines through the translation,
+whatever else the translation changes.
+
 The task networks do not learn from the translator's small batches: every step's items go into a
 replay memory (``memory`` items), and every ``task_every`` steps the networks take one step on
 ``task_batch`` items drawn from it. The generator's term is computed on the step's own batch.
@@ -323,10 +328,20 @@ class SemanticLoss(nn.Module):
         weight = self.term_on().float() * self.cfg.weight
         target_b = self.pseudo_labels(real_b, label_b)
         balance = self.cfg.balance
-        return {
+        losses = {
             "semantic_ab": cross_entropy(self.task_b(images["fake_b"]), label_a, self.ignore, balance) * weight,
             "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore, balance) * weight,
         }
+        if self.cfg.shape_weight:
+            losses["semantic_shape"] = self.outline_loss(images["fake_b"], label_a) * self.on.float() * self.cfg.shape_weight
+        return losses
+
+    def outline_loss(self, fake_b: torch.Tensor, label_a: torch.Tensor) -> torch.Tensor:
+        """How far the outline networks are from naming a's class on the outlines of its translation
+        (their mean cross-entropy): B's look may change, the class its outlines show may not."""
+        edges = shape_view(fake_b)
+        return torch.stack([cross_entropy(getattr(self, n)(edges), label_a, self.ignore, self.cfg.balance)
+                            for n in self.shape_names]).mean()
 
     # --- the task networks' own step -------------------------------------------------------
 

@@ -18,6 +18,7 @@ from cyclecmda.cli import build_parser, main
 from cyclecmda.config import config_from_dict, load_config, split_cli_args, to_dict
 
 ROOT = Path(__file__).parents[1]
+BENCHMARKS = ROOT / "tools" / "benchmarks"
 
 
 def test_console_script_and_module_entry_point_both_work(tmp_path):
@@ -196,7 +197,7 @@ def test_bench_data_tool_prints_json(tmp_path):
             f"data.a.test_root={demo}/testA", f"data.b.test_root={demo}/testB", "data.load_size=32",
             "data.crop_size=32", "data.batch_size=2", f"data.a.labels={demo}/trainA/labels.csv",
             f"data.a.test_labels={demo}/testA/labels.csv", f"data.b.test_labels={demo}/testB/labels.csv"]
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_data.py"), *args, "--batches", "3",
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_data.py"), *args, "--batches", "3",
                           "--repeats", "1", "--workers", "0,1"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -221,7 +222,7 @@ def test_bench_train_tool_counts_flops_that_scale_with_pixels(tiny_config):
             "model.disc.n_layers=2", "loss.lambda_identity=0", "data.batch_size=2"]
     reports = {}
     for size, options in ((32, "fp32,foreach_adam"), (64, "fp32")):
-        out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_train.py"), "configs/default.yaml", *base,
+        out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_train.py"), "configs/default.yaml", *base,
                               f"data.crop_size={size}", "--options", options, "--steps", "2", "--warmup", "1"],
                              capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert out.returncode == 0, out.stderr
@@ -236,7 +237,7 @@ def test_bench_train_tool_counts_flops_that_scale_with_pixels(tiny_config):
 
 
 def test_bench_vs_reference_tool_pairs_the_two_steps():
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_vs_reference.py"), "--size", "32", "--pairs", "2",
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_vs_reference.py"), "--size", "32", "--pairs", "2",
                           "--options", "fp32", "--steps", "1", "--warmup", "0"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -253,7 +254,7 @@ def test_bench_vs_reference_tool_pairs_the_two_steps():
 def test_downstream_check_tool_trains_the_three_arms_over_seeds(exported, tmp_path):
     demo = tmp_path / "demo"
     main(["demo-data", str(demo), "--n-train", "12", "--n-test", "8", "--size", "32"])
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "downstream_check.py"), "--artifact",
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "measure" / "downstream_check.py"), "--artifact",
                           str(exported / "a2b"), "--demo", str(demo), "--seeds", "0", "1", "2", "--epochs", "2"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -272,7 +273,7 @@ def test_downstream_check_tool_trains_the_three_arms_over_seeds(exported, tmp_pa
 def test_downstream_check_tool_scores_the_chosen_segmenter_arms_by_mean_iou(exported, tmp_path):
     demo = tmp_path / "demo"
     main(["demo-data", str(demo), "--n-train", "12", "--n-test", "8", "--size", "32"])
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "downstream_check.py"), "--artifact",
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "measure" / "downstream_check.py"), "--artifact",
                           str(exported / "a2b"), "--demo", str(demo), "--task", "mask", "--seeds", "0", "1",
                           "--mask-epochs", "2", "--segmenter-width", "4", "--arms", "b_translated", "c_thermal"],
                          capture_output=True, text=True, timeout=300)
@@ -292,7 +293,7 @@ def test_downstream_check_tool_scores_the_chosen_segmenter_arms_by_mean_iou(expo
 def test_downstream_check_tool_trains_the_package_small_classifier_on_request(exported, tmp_path):
     demo = tmp_path / "demo"
     main(["demo-data", str(demo), "--n-train", "12", "--n-test", "8", "--size", "32"])
-    small = subprocess.run([sys.executable, str(ROOT / "tools" / "downstream_check.py"), "--artifact",
+    small = subprocess.run([sys.executable, str(ROOT / "tools" / "measure" / "downstream_check.py"), "--artifact",
                             str(exported / "a2b"), "--demo", str(demo), "--seeds", "0", "--epochs", "1",
                             "--classifier", "small", "--classifier-width", "4"],
                            capture_output=True, text=True, timeout=300)

@@ -18,7 +18,7 @@ from cyclecmda.train.checkpoint import load_checkpoint
 from cyclecmda.train.distributed import DistContext, context_from_env
 
 CHILD = Path(__file__).with_name("_ddp_child.py")
-# gloo on CPU by default; tools/gpu_check.sh sets "cuda" on machines with two GPUs (NCCL)
+# gloo on CPU by default; tools/benchmarks/gpu_check.sh sets "cuda" on machines with two GPUs (NCCL)
 DEVICE = os.environ.get("CYCLECMDA_TEST_DDP_DEVICE", "cpu")
 
 

@@ -237,7 +237,7 @@ def test_example_tool_builds_a_batch_and_a_picture(exported, tmp_path):
     from cyclecmda.data.demo import generate_demo_data
 
     generate_demo_data(tmp_path / "demo", n_train=4, n_test=1, size=32)
-    tool = Path(__file__).parents[1] / "tools" / "multimodal_example.py"
+    tool = Path(__file__).parents[1] / "tools" / "figures" / "multimodal_example.py"
     out = subprocess.run([sys.executable, str(tool), "--artifact", str(exported / "a2b"), "--demo",
                           str(tmp_path / "demo"), "--out", str(tmp_path / "grid.png"), "--n", "4", "--workers", "2"],
                          capture_output=True, text=True, timeout=300)
@@ -269,7 +269,7 @@ def test_translation_tool_shows_each_class_beside_its_real_thermal_frame(exporte
     from cyclecmda.data.demo import generate_demo_data
 
     generate_demo_data(tmp_path / "demo", n_train=4, n_test=12, size=32)
-    tool = Path(__file__).parents[1] / "tools" / "translation_example.py"
+    tool = Path(__file__).parents[1] / "tools" / "figures" / "translation_example.py"
     out = subprocess.run([sys.executable, str(tool), "--artifact", str(exported / "a2b"), str(exported / "a2b"),
                           "--title", "first", "second", "--demo", str(tmp_path / "demo"), "--per-class", "1",
                           "--out", str(tmp_path / "t.png")], capture_output=True, text=True, timeout=300)

@@ -250,8 +250,8 @@ def test_doc_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
             args = build_parser().parse_args(words[3:])
             assert main([*words[3:], "--out", str(tmp_path / args.name), *small]) == 0
             seen.add("module")
-        elif words[:2] == ["python", "tools/make_pairs.py"]:
-            spec = importlib.util.spec_from_file_location("make_pairs", ROOT / "tools" / "make_pairs.py")
+        elif words[:2] == ["python", "tools/data/make_pairs.py"]:
+            spec = importlib.util.spec_from_file_location("make_pairs", ROOT / "tools" / "data" / "make_pairs.py")
             make_pairs = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(make_pairs)
             make_pairs.main([*words[2:], "--out", str(tmp_path / "all"), *small])

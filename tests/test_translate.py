@@ -18,7 +18,7 @@ from cyclecmda.data.images import read_image, write_image
 from cyclecmda.export.translate import TranslateError, edge_window, tile_spans, translate_folder, translate_tiled
 from cyclecmda.export.write import PaddedTranslator
 
-BENCH = Path(__file__).parents[1] / "tools" / "bench_augment.py"
+BENCH = Path(__file__).parents[1] / "tools" / "benchmarks" / "bench_augment.py"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ README.md and docs/benchmarks.md were measured with; ``--classifier small`` trai
 ``small_classifier`` (lr 1e-3; give it ``--epochs 80``), the default of ``cyclecmda downstream``.
 The two can rank arms very differently (docs/benchmarks.md).
 
-    python tools/downstream_check.py [--artifact checkpoints/quickstart/export/a2b] [--demo data/demo]
+    python tools/measure/downstream_check.py [--artifact checkpoints/quickstart/export/a2b] [--demo data/demo]
                                      [--task class|mask|both] [--seeds 0 1 2 ...] [--epochs 20]
                                      [--mask-epochs 60] [--arms a_visible_gray b_translated c_thermal]
 
@@ -45,7 +45,7 @@ from torch import nn
 from cyclecmda.config import Config, load_config
 from cyclecmda.evaluate.downstream import measure
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARMS = {"a_visible_gray": "as_is", "b_translated": "translated", "c_thermal": "real_b"}
 ARM_NAMES = {"as_is": "a_visible_gray", "b_translated": "b_translated", "real_b": "c_thermal"}
 

@@ -1,12 +1,12 @@
 """cyclecmda's training step against the plainly written reference step, in interleaved pairs. Prints JSON.
 
-    python tools/bench_vs_reference.py [--size 128] [--batch 1] [--pairs 5] [--options fp32,bf16]
+    python tools/benchmarks/bench_vs_reference.py [--size 128] [--batch 1] [--pairs 5] [--options fp32,bf16]
                                        [--steps 10] [--warmup 3]
 
 This machine's speed drifts over minutes (shared cores, clocks), so one run of each side is no
-comparison. Each pair runs ``tools/bench_train.py`` (the published settings of
+comparison. Each pair runs ``tools/benchmarks/bench_train.py`` (the published settings of
 ``configs/default.yaml`` at the given size and batch, one process per option) and then
-``tools/bench_reference.py`` at the same size and batch. Each ratio is cyclecmda's seconds per
+``tools/benchmarks/bench_reference.py`` at the same size and batch. Each ratio is cyclecmda's seconds per
 step over the reference's, taken within the same pair. The summary gives, per option, the median
 ratio and its range over the pairs, and the peak memory of both sides.
 """
@@ -25,7 +25,7 @@ TOOLS = Path(__file__).resolve().parent
 
 
 def run_json(cmd: List[str]) -> Dict[str, Any]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=TOOLS.parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=TOOLS.parents[1])
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout)

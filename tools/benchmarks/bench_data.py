@@ -1,6 +1,6 @@
 """Data pipeline throughput: decoded, scaled and augmented samples per second, as JSON.
 
-    python tools/bench_data.py [CONFIG ...] [key=value ...] [--batches N] [--repeats R] [--workers 0,2]
+    python tools/benchmarks/bench_data.py [CONFIG ...] [key=value ...] [--batches N] [--repeats R] [--workers 0,2]
 
 Defaults to the quickstart config on the built-in demo data (generated if absent). Prints one
 JSON object: per worker count, the median over repeats of images per second (A and B pairs)
@@ -23,7 +23,7 @@ from cyclecmda.config import load_config, split_cli_args
 from cyclecmda.data.dataset import ResumableSampler, build_dataset, build_loader
 from cyclecmda.data.demo import ensure_demo_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def measure(dataset, cfg, workers: int, batches: int) -> float:

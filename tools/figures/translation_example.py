@@ -1,7 +1,7 @@
 """Visible demo test images, their translations by one or more exported translators, and the real
 thermal frames of the same scenes, side by side.
 
-    python tools/translation_example.py [--artifact checkpoints/quickstart/export/a2b ...] [--title T ...]
+    python tools/figures/translation_example.py [--artifact checkpoints/quickstart/export/a2b ...] [--title T ...]
                                         [--demo data/demo] [--per-class 2] [--window real|translator]
                                         [--out docs/images/translations.png]
 
@@ -26,7 +26,7 @@ from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
-from multimodal_example import framed_row, titles, to_rgb
+from sheets import framed_row, titles, to_rgb
 
 from cyclecmda.augment import MultiModalCompose, Synthesis, load_artifact
 from cyclecmda.data.images import read_image

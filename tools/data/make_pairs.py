@@ -1,6 +1,6 @@
 """Build the three domain pairs (sketch, night, digits) into data/pairs/<name>.
 
-    python tools/make_pairs.py [--out data/pairs] [--seed 0] [--only sketch night] [--n-train N --n-test N]
+    python tools/data/make_pairs.py [--out data/pairs] [--seed 0] [--only sketch night] [--n-train N --n-test N]
                                [--sheets docs/images]
 
 Each pair is written by cyclecmda.data.pairs.generate_pair, with its own counts and size unless given
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from cyclecmda.data.images import read_image, to_channels
 from cyclecmda.data.pairs import PAIRS, generate_pair
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COLUMNS, ZOOM, LABEL_WIDTH = 6, 3, 124
 # background, then the classes (the scene pairs use the first four, digits all ten)
 PALETTE = np.array([(40, 40, 40), (230, 80, 70), (70, 160, 230), (90, 200, 90), (240, 190, 60), (180, 100, 220),

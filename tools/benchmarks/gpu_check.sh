@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of the training stack, as one script (for a machine with CUDA):
-#   bash tools/gpu_check.sh [OUT_DIR] [SECONDS]    (from the repository root, cyclecmda importable)
+#   bash tools/benchmarks/gpu_check.sh [OUT_DIR] [SECONDS]    (from the repository root, cyclecmda importable)
 # 1. the CUDA-marked tests (training in fp32/bf16/fp16 and resuming on CUDA, no host
 #    synchronisation between logging steps, augmentation on CUDA tensors);
-# 2. tools/bench_train.py at 256x256 (resnet_9blocks, ngf 64) for fp32, bf16, bf16+channels_last
+# 2. tools/benchmarks/bench_train.py at 256x256 (resnet_9blocks, ngf 64) for fp32, bf16, bf16+channels_last
 #    and bf16+channels_last+compile at batch 1 and 8;
 # 3. the quickstart config trained on the GPU, timed as a user runs it;
 # 4. the 2-process DDP test over NCCL when two GPUs exist.
@@ -30,7 +30,7 @@ stage() {  # stage NAME SECONDS_NEEDED COMMAND: run COMMAND under a timeout of w
   echo "== $name: exit $? after $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
 }
 bench() {  # bench BATCH OPTIONS SECONDS_PER_OPTION FILE
-  python3 tools/bench_train.py configs/default.yaml data.crop_size=256 data.batch_size="$1" \
+  python3 tools/benchmarks/bench_train.py configs/default.yaml data.crop_size=256 data.batch_size="$1" \
     --options "$2" --steps 20 --warmup 5 --timeout "$3" > "$out/$4" 2> "$out/$4.err"
   cat "$out/$4"
 }

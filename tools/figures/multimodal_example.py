@@ -1,6 +1,6 @@
 """A (visible, synthesized infrared, mask, box) training batch from visible-only demo data.
 
-    python tools/multimodal_example.py [--artifact checkpoints/quickstart/export/a2b] [--demo data/demo]
+    python tools/figures/multimodal_example.py [--artifact checkpoints/quickstart/export/a2b] [--demo data/demo]
                                        [--out docs/images/multimodal_example.png] [--n 4] [--workers 2]
 
 The demo's visible training images come with their main object's mask and box (recomputed from
@@ -19,12 +19,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
+from sheets import framed_row, titles, to_rgb
 from torch.utils.data import DataLoader, Dataset
 
 from cyclecmda.augment import CrossModalMixup, ModalityDropout, MultiModalCompose, Synthesis, load_artifact
@@ -86,13 +87,6 @@ class LabelledPairs(Dataset):
         }
 
 
-def to_rgb(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    image = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-    unit = np.clip((image.astype(np.float32) - lo) / (hi - lo), 0, 1)
-    unit = unit[..., None].repeat(3, -1) if unit.ndim == 2 else unit
-    return (unit * 255).astype(np.uint8)
-
-
 def picture(before: List[Dict[str, Any]], after: Dict[str, torch.Tensor], ir_range: List[float], scale: int) -> np.ndarray:
     size = before[0]["visible"].shape[0]
     rows = []
@@ -112,23 +106,6 @@ def picture(before: List[Dict[str, Any]], after: Dict[str, torch.Tensor], ir_ran
         rows.append(framed_row([np.ascontiguousarray(c) for c in cells]))
     grid = cv2.resize(np.concatenate(rows, 0), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     return np.concatenate([titles(grid.shape[1], COLUMNS), grid], 0)
-
-
-def framed_row(cells: Sequence[np.ndarray]) -> np.ndarray:
-    """Equal-height RGB cells side by side, each in a 2-pixel white frame."""
-    return np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], 1)
-
-
-def titles(width: int, columns: Sequence[Tuple[str, ...]], height: int = 40) -> np.ndarray:
-    """A white band with each column's title (up to two lines) centred over it."""
-    band = np.full((height, width, 3), 255, np.uint8)
-    cell = width // len(columns)
-    for c, lines in enumerate(columns):
-        for k, text in enumerate(lines):
-            (w, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-            cv2.putText(band, text, (c * cell + max(0, (cell - w) // 2), 16 + 17 * k), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return band
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Translator inference throughput and peak memory per backend, device and batch size, as JSON.
 
-    python tools/bench_augment.py [ARTIFACT] [--size 256] [--batch-sizes 1,8,32] [--repeats 5]
+    python tools/benchmarks/bench_augment.py [ARTIFACT] [--size 256] [--batch-sizes 1,8,32] [--repeats 5]
                                   [--warmup 3] [--images-per-repeat 32] [--backends eager,pt2,torchscript,onnx,aoti]
                                   [--devices cpu,cuda]
 
@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("eager", "pt2", "torchscript", "onnx", "aoti")
 MIB = 1024 * 1024
 COMPILE_S: List[float] = []  # AOTInductor's compile time in this worker

@@ -1,9 +1,9 @@
 """The published CycleGAN training step, written plainly, as a same-machine speed reference. Prints JSON.
 
-    python tools/bench_reference.py [--size 128] [--batch 1] [--steps 10] [--warmup 3]
+    python tools/benchmarks/bench_reference.py [--size 128] [--batch 1] [--steps 10] [--warmup 3]
 
 Machine speed drifts (shared cores, clocks), so a figure measured elsewhere or at another time is
-no yardstick for ``tools/bench_train.py``. This script rebuilds the reference implementation's
+no yardstick for ``tools/benchmarks/bench_train.py``. This script rebuilds the reference implementation's
 step without this package: ResNet-9 generators (reflection padding, instance norm, transposed
 convolutions, ngf 64), 70x70 PatchGAN discriminators (ndf 64, 3 layers), LSGAN with
 ``nn.MSELoss``, cycle 10/10, identity 0.5, image pools of 50, two Adam optimisers (lr 2e-4,

@@ -1,11 +1,11 @@
 """Training step speed, peak memory and FLOPs of a config, option by option. Prints JSON.
 
-    python tools/bench_train.py CONFIG [key=value ...] [--options fp32,bf16,...] [--steps 10] [--warmup 3]
+    python tools/benchmarks/bench_train.py CONFIG [key=value ...] [--options fp32,bf16,...] [--steps 10] [--warmup 3]
                                 [--timeout SECONDS]
 
 Each option set runs in a fresh process (so peak memory is its own) on synthetic images of the
 config's crop size, channels and bit depth: the networks, losses, optimizers and image pools are
-the real ones, the data loader is left out (``tools/bench_data.py`` measures it). A step is one
+the real ones, the data loader is left out (``tools/benchmarks/bench_data.py`` measures it). A step is one
 generator and one discriminator update (``Trainer.train_step``); the figure is the median over
 the timed steps after warm-up. FLOPs are counted once in fp32 eager mode with
 ``torch.utils.flop_counter`` (forward and backward of both updates; the same model FLOPs for

@@ -21,12 +21,12 @@ import torch
 from tqdm import tqdm
 
 from cyclecmda.augment.core import UNITS, TranslatorArtifact, load_artifact, translate_raw, translate_unit
+from cyclecmda.config.schema import IMAGE_EXTENSIONS
 from cyclecmda.data.images import MAX_IMAGE_PIXELS, probe_image, read_image, write_image
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.files import OutputError, ensure_writable_dir
 
 PathLike = Union[str, Path]
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 # OpenCV silently saturates 16-bit images to 8 bits in these formats.
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
 

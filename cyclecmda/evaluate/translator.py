@@ -24,7 +24,7 @@ from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.evaluate.metrics import FeatureExtractor, fid_kid, psnr, ssim
 from cyclecmda.export.write import PaddedTranslator
 from cyclecmda.files import output_error
-from cyclecmda.method.cyclegan import build_network
+from cyclecmda.method.cyclegan import stored_generator
 from cyclecmda.models.generators import size_multiple
 from cyclecmda.train.checkpoint import load_checkpoint
 
@@ -62,9 +62,8 @@ def load_translators(path: Union[str, Path], device: str = "cpu") -> Translators
     if path.is_file():
         ckpt = load_checkpoint(path)
         nets: Dict[str, nn.Module] = {}
-        for direction, name in (("a2b", "gen_ab"), ("b2a", "gen_ba")):
-            gen = build_network(ckpt["networks"][name])
-            gen.load_state_dict(ckpt["state"][name])
+        for direction in ("a2b", "b2a"):
+            gen = stored_generator(ckpt, direction)
             nets[direction] = PaddedTranslator(gen, size_multiple(gen)).to(device).eval()
         ranges = {k: ValueRange(*v) for k, v in ckpt["value_ranges"].items()}
         return Translators(dict(nets), config_from_dict(ckpt["config"]).data, ranges, str(path), list(nets.values()))

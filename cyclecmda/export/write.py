@@ -43,7 +43,7 @@ from cyclecmda import __version__
 from cyclecmda.augment.artifact_checks import FORMAT, FORMAT_VERSION
 from cyclecmda.errors import CycleCMDAError, short_reason
 from cyclecmda.files import OutputError, ensure_writable_dir, output_error, sha256_of
-from cyclecmda.method.cyclegan import build_network
+from cyclecmda.method.cyclegan import stored_generator
 from cyclecmda.models.generators import size_multiple
 from cyclecmda.train.checkpoint import atomic_torch_save, load_checkpoint
 
@@ -132,11 +132,8 @@ def export_checkpoint(
 def _export_generator(ckpt: Dict[str, Any], direction: str, folder: Path, formats: Sequence[str], digest: str,
                       name: str) -> Path:
     """One direction's generator as an artifact folder."""
-    key = "gen_ab" if direction == "a2b" else "gen_ba"
-    spec = ckpt["networks"][key]
-    gen = build_network(spec)
-    gen.load_state_dict(ckpt["state"][key])
-    gen.eval()
+    spec = ckpt["networks"]["gen_ab" if direction == "a2b" else "gen_ba"]
+    gen = stored_generator(ckpt, direction)
     src, dst = ("a", "b") if direction == "a2b" else ("b", "a")
     ensure_writable_dir(folder, "export folder")
     in_channels = spec["args"]["in_channels"]

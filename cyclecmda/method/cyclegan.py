@@ -38,6 +38,15 @@ def build_network(spec: Dict[str, Any]) -> nn.Module:
     return kind(spec["name"], **spec["args"])
 
 
+def stored_generator(ckpt: Dict[str, Any], direction: str) -> nn.Module:
+    """A checkpoint's generator of one direction (``a2b`` or ``b2a``), rebuilt from its spec with
+    its weights, in eval mode."""
+    name = "gen_ab" if direction == "a2b" else "gen_ba"
+    gen = build_network(ckpt["networks"][name])
+    gen.load_state_dict(ckpt["state"][name])
+    return gen.eval()
+
+
 class CycleGAN(nn.Module):
     """gen_ab: A -> B, gen_ba: B -> A, disc_a judges A images, disc_b judges B images."""
 

@@ -294,14 +294,14 @@ def test_default_confidence_is_stricter_for_image_classes_than_for_mask_pixels()
 
 def test_scores_are_accuracy_and_mean_iou():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
-    assert score(logits, torch.tensor([0, 0, -1]), "class", 2) == (0.5, 2)
+    assert score(logits, torch.tensor([0, 0, -1]), "class", 2) == 0.5
+    assert score(logits, torch.tensor([-1, -1, -1]), "class", 2) != score(logits, torch.tensor([-1, -1, -1]), "class", 2)
     masks = torch.zeros(1, 2, 2, 2)
     masks[0, 1, 0] = 5.0  # predicts class 1 on the top row
     target = torch.tensor([[[1, 0], [0, 255]]])
     # labelled pixels (0,0), (0,1), (1,0); predicted 1, 1, 0; true 1, 0, 0:
     # class 0: IoU |{(1,0)}| / |{(0,1), (1,0)}| = 1/2; class 1: |{(0,0)}| / |{(0,0), (0,1)}| = 1/2
-    value, count = score(masks, target, "mask", 2)
-    assert count == 3 and value == pytest.approx(0.5)
+    assert score(masks, target, "mask", 2) == pytest.approx(0.5)
 
 
 def test_semantic_training_logs_the_downstream_estimate_and_keeps_the_best(tiny_config, labelled):

@@ -263,7 +263,7 @@ def train_and_score(
         with torch.no_grad():
             logits = torch.cat([net(b.to(device)).float().cpu() for b in test.images.split(64)])
         net.train()
-        return score(logits, test.targets, task, num_classes)[0]
+        return score(logits, test.targets, task, num_classes)
 
     for epoch in range(1, epochs + 1):
         net.train()

@@ -234,7 +234,7 @@ def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], dig
         "direction": "task_b",
         "task": {"kind": kind, "classes": classes,
                  "output": "(B, K) class logits" if kind == "class" else "(B, K, H, W) per-pixel class logits",
-                 "trained_on": "translations of A training images with their labels (and labelled real B, if any)"},
+                 "trained_on": "translations of A training images with their labels"},
         "input": _side(ckpt["config"], ckpt["value_ranges"], "b"),
         "output": {"channels": len(classes), "classes": classes},
         "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input",

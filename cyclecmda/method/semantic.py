@@ -133,23 +133,22 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int, balan
     return total / labelled
 
 
-def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: int) -> Tuple[float, int]:
-    """Accuracy (classes) or mean IoU over the classes present (masks) of predictions, and how
-    many entries were labelled."""
+def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: int) -> float:
+    """Accuracy (classes) or mean IoU over the classes present (masks) of predictions on the
+    labelled entries (NaN where none is labelled)."""
     ignore = ignore_index(kind)
     pred, keep = logits.argmax(1), target != ignore
-    count = int(keep.sum())
-    if not count:
-        return float("nan"), 0
+    if not bool(keep.any()):
+        return float("nan")
     if kind == "class":
-        return float((pred[keep] == target[keep]).float().mean()), count
+        return float((pred[keep] == target[keep]).float().mean())
     pred, target = pred[keep], target[keep]
     ious = []
     for c in range(num_classes):
         union = ((pred == c) | (target == c)).sum()
         if union:
             ious.append(float(((pred == c) & (target == c)).sum()) / float(union))
-    return sum(ious) / len(ious), count
+    return sum(ious) / len(ious)
 
 
 def overlap(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -192,12 +191,11 @@ class SemanticLoss(nn.Module):
     reported: torch.Tensor
 
     def __init__(self, cfg: SemanticConfig, task: TaskConfig, channels_a: int, channels_b: int,
-                 classes: List[str], b_labelled: bool = False, size: int = 64) -> None:
+                 classes: List[str], size: int = 64) -> None:
         super().__init__()
         self.cfg = cfg
         self.classes = list(classes)
         num_classes = len(classes)
-        self.b_labelled = b_labelled  # real B training images carry labels (some of them, at least)
         self.kind = cfg.kind
         self.num_classes = num_classes
         self.ignore = ignore_index(cfg.kind)
@@ -390,7 +388,7 @@ class SemanticLoss(nn.Module):
             return torch.cat(out)
 
         def scored(net: Callable[[torch.Tensor], torch.Tensor], side: str, translate: bool = False) -> float:
-            return score(logits(net, images[side], translate), targets[side], self.kind, self.num_classes)[0]  # type: ignore[arg-type]
+            return score(logits(net, images[side], translate), targets[side], self.kind, self.num_classes)  # type: ignore[arg-type]
 
         was_training = self.training
         self.eval()
@@ -411,7 +409,7 @@ class SemanticLoss(nn.Module):
                 values["pseudo_b_share"] = float((pseudo != self.ignore).float().mean())
                 right = score(F.one_hot(torch.where(pseudo != self.ignore, pseudo, 0), self.num_classes).movedim(-1, 1).float(),
                               torch.where(pseudo != self.ignore, target, torch.full_like(target, self.ignore)),
-                              self.kind, self.num_classes)[0]
+                              self.kind, self.num_classes)
                 if right == right:  # none agreed: no score (NaN)
                     values["pseudo_b_real_b"] = right
         if targets.get("a") is not None:
@@ -444,19 +442,18 @@ class SemanticLoss(nn.Module):
         self.judge_on.copy_(self.on & (self.running_loss[1] < threshold))  # not latched: the judge may unlearn
 
 
-def build_semantic(cfg: Config, a: DomainFiles, b: DomainFiles) -> Optional[SemanticLoss]:
-    """The semantic loss of a config (None for ``loss.semantic.kind=none``) over its training data."""
+def build_semantic(cfg: Config, a: DomainFiles) -> Optional[SemanticLoss]:
+    """The semantic loss of a config (None for ``loss.semantic.kind=none``); ``a`` gives the class order."""
     sem = cfg.loss.semantic
     if sem.kind == "none":
         return None
     if sem.kind == "class":
         classes: List[str] = a.classes
-        b_labelled = b.has_labels
     else:
-        classes, b_labelled = list(cfg.data.mask_classes), b.has_masks
+        classes = list(cfg.data.mask_classes)
     # built on a copy of torch's RNG: the translator's networks draw the same numbers as without labels
     with torch.random.fork_rng(devices=[]):
-        return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes, b_labelled,
+        return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes,
                             size=cfg.data.crop_size)
 
 

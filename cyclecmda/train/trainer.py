@@ -95,7 +95,7 @@ class Trainer:
 
         # model, optimizers, precision
         t = cfg.train
-        semantic = build_semantic(cfg, self.dataset.a, self.dataset.b)
+        semantic = build_semantic(cfg, self.dataset.a)
         self.model = CycleGAN(cfg.model, cfg.loss, cfg.data.a.channels, cfg.data.b.channels, semantic).to(self.device)
         multiple = size_multiple(self.model.gen_ab)
         if cfg.data.crop_size % multiple:

@@ -50,7 +50,7 @@ METRIC = {"class": "accuracy", "mask": "miou"}
 DEFAULT_MODEL = {"class": "small_classifier", "mask": "small_segmenter"}
 DEFAULT_WIDTH = {"class": 16, "mask": 8}
 DEFAULT_LR = {"class": 1e-3, "mask": 2e-3}
-# Where the test score of every arm had levelled off on the demo data (docs/benchmarks.md, "Default epochs of
+# Where the test score of every arm had levelled off on the demo data (docs/experiments.md, "Default epochs of
 # cyclecmda downstream").
 DEFAULT_EPOCHS = {"class": 80, "mask": 100}
 DEFAULT_SEEDS = (0, 1, 2)

@@ -1,7 +1,7 @@
 """A memory of recent labelled training items that the task networks draw their batches from.
 
 The translator trains on small batches (4 on the demo); a classifier learning from 4 images a
-step stays at chance (docs/benchmarks.md), one learning from 16 or 32 does not. So each step's
+step stays at chance (docs/experiments.md), one learning from 16 or 32 does not. So each step's
 real images, detached translations and labels go into a ring buffer, and every few steps the task
 networks take one step on a larger batch drawn from it at random. The draws come from the
 memory's own numbers (a seed taken from torch's when it is made, and a count of draws, both in its

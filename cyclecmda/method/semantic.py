@@ -70,7 +70,7 @@ Tensors = Dict[str, torch.Tensor]
 
 EMA_DECAY = 0.9  # of the running losses and agreement counts that gate the generator term
 # loss.semantic.confidence: None by kind; at 0.9 a segmenter's sure pixels on real B were nearly all
-# background, and task_b, learning from them, labelled everything background (docs/benchmarks.md)
+# background, and task_b, learning from them, labelled everything background (docs/experiments.md)
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 

@@ -14,9 +14,9 @@ use ``cyclecmda downstream CONFIG --artifact DIR`` directly.
 accuracy; ``--task mask`` trains cyclecmda's ``small_segmenter`` on the demo's label masks for
 ``--mask-epochs`` epochs and reports mean IoU; ``--task both`` runs both. The classifier is, by
 default, this tool's shallow three-block CNN (group norm, lr 2e-3, 20 epochs), which the figures in
-README.md and docs/benchmarks.md were measured with; ``--classifier small`` trains cyclecmda's own
+README.md and docs/experiments.md were measured with; ``--classifier small`` trains cyclecmda's own
 ``small_classifier`` (lr 1e-3; give it ``--epochs 80``), the default of ``cyclecmda downstream``.
-The two can rank arms very differently (docs/benchmarks.md).
+The two can rank arms very differently (docs/experiments.md).
 
     python tools/measure/downstream_check.py [--artifact checkpoints/quickstart/export/a2b] [--demo data/demo]
                                      [--task class|mask|both] [--seeds 0 1 2 ...] [--epochs 20]

@@ -46,8 +46,8 @@ def _unknown(kind: str, name: str, valid: Tuple[str, ...]) -> ConfigError:
 class InstanceNorm2d(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` without affine or running statistics. On CPU it runs as group norm
     with one channel per group: the same normalization (equal to float rounding), whose CPU
-    kernels make a CycleGAN training step about 3 to 5 % faster (``docs/benchmarks.md``), except
-    in float16, whose CPU group-norm gradients overflow where instance norm's do not. Scripted,
+    kernels are faster (``docs/benchmarks.md``), except in float16, whose CPU group-norm
+    gradients overflow where instance norm's do not. Scripted,
     traced and ONNX exports keep the plain instance norm."""
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:

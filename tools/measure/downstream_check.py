@@ -7,7 +7,7 @@ The same small model is trained three ways and tested on real thermal (B) test i
   (c) c_thermal:       labelled thermal (B) training images (the ceiling)
 
 This is :func:`cyclecmda.evaluate.downstream.measure` with the demo folder's layout filled in (its labels,
-masks and thermal camera range) and the JSON of earlier versions of this tool. For your own data,
+masks and thermal camera range), and its JSON keeps this tool's arm names. For your own data,
 use ``cyclecmda downstream CONFIG --artifact DIR`` directly.
 
 ``--task class`` (the default) trains a classifier on each image's main object class and reports
@@ -52,8 +52,8 @@ ARM_NAMES = {"as_is": "a_visible_gray", "b_translated": "b_translated", "real_b"
 
 def shallow_classifier(norm: str = "group") -> Callable[[int, int], nn.Module]:
     """This tool's classifier: three conv blocks and a linear head, reading [0, 1] images.
-    ``norm="batch"``: the batch-norm classifier of earlier versions, which collapses to one class
-    on some seeds even on real thermal data."""
+    ``norm="batch"``: a batch-norm classifier, which collapses to one class on some seeds even on
+    real thermal data (docs/experiments.md)."""
 
     def block(cin: int, cout: int) -> nn.Sequential:
         layer = nn.GroupNorm(8, cout) if norm == "group" else nn.BatchNorm2d(cout)
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--mask-epochs", type=int, default=60, help="epochs of the segmenter (--task mask|both)")
     parser.add_argument("--segmenter-width", type=int, default=8)
     parser.add_argument("--norm", choices=["group", "batch"], default="group",
-                        help="the shallow classifier's normalisation (batch: the erratic classifier of earlier versions)")
+                        help="the shallow classifier's normalisation (batch: erratic, see docs/experiments.md)")
     parser.add_argument("--classifier", choices=["tool", "small"], default="tool",
                         help="tool: this tool's three-block CNN (lr 2e-3); small: cyclecmda's small_classifier task "
                              "network (eight conv layers, lr 1e-3; give it more --epochs, e.g. 80)")

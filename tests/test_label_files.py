@@ -14,8 +14,8 @@ from PIL import Image
 from cyclecmda.config import load_config
 from cyclecmda.data.dataset import build_dataset
 from cyclecmda.data.images import probe_image, read_image, write_image
+from cyclecmda.data.targets import test_targets as read_test_targets
 from cyclecmda.errors import DataError
-from cyclecmda.method.semantic import test_targets as read_test_targets
 
 
 def config(cfg, **changes):

@@ -50,19 +50,16 @@ replay memory (``memory`` items), and every ``task_every`` steps the networks ta
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
-import cv2
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cyclecmda.config import Config, DataConfig, DomainConfig, SemanticConfig, TaskConfig
-from cyclecmda.data.dataset import DomainFiles, class_order
-from cyclecmda.data.images import probe_image
-from cyclecmda.data.labels import IGNORE, NO_LABEL, ClassOrder, DomainLabels, read_mask
-from cyclecmda.errors import CheckpointError, DataError
+from cyclecmda.config import Config, SemanticConfig, TaskConfig
+from cyclecmda.data.dataset import DomainFiles
+from cyclecmda.data.targets import ignore_index
+from cyclecmda.errors import CheckpointError
 from cyclecmda.method.replay import ReplayMemory
 from cyclecmda.models.task import TaskNetwork, build_task_network, task_network_spec
 
@@ -74,8 +71,8 @@ EMA_DECAY = 0.9  # of the running losses and agreement counts that gate the gene
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
-__all__ = ["SemanticLoss", "agreement", "agreement_of", "batch_targets", "build_semantic", "ignore_index", "overlap",
-           "score", "shape_view", "task_spec", "test_targets"]
+__all__ = ["SemanticLoss", "agreement", "agreement_of", "build_semantic", "overlap",
+           "score", "shape_view", "task_spec"]
 
 # the network behind each view of real B (``source`` reads the image's translation to A); a second
 # ``shape`` view is a second, independently initialised outline network
@@ -90,11 +87,6 @@ def view_networks(views: List[str]) -> List[str]:
         names.append(VIEW_NETWORKS[view] + (f"_{repeat + 1}" if repeat else ""))
     return names
 
-
-
-def ignore_index(kind: str) -> int:
-    """Target value that carries no label: -1 for image classes, 255 for mask pixels."""
-    return NO_LABEL if kind == "class" else IGNORE
 
 
 def task_spec(kind: str, task: TaskConfig, in_channels: int, num_classes: int) -> Dict[str, object]:
@@ -467,43 +459,3 @@ def load_task_network(spec: Dict[str, object], state: Dict[str, torch.Tensor]) -
     net = build_task_network(spec)
     net.load_state_dict(state)
     return net
-
-
-def batch_targets(batch: Dict[str, object], side: str, kind: str, like: torch.Tensor) -> torch.Tensor:
-    """A batch's labels of one side (``a_label`` or ``a_mask``), or the ignore value where it has none."""
-    key = f"{side}_label" if kind == "class" else f"{side}_mask"
-    if key in batch:
-        return torch.as_tensor(batch[key]).long()
-    shape = like.shape[:1] if kind == "class" else like.shape[:1] + like.shape[2:]
-    return torch.full(shape, ignore_index(kind), dtype=torch.long)
-
-
-def test_targets(files: List[Path], dom: DomainConfig, data: DataConfig, key: str, kind: str,
-                 classes: List[str]) -> Optional[torch.Tensor]:
-    """Labels (N,) or masks (N, S, S) of test images, prepared like them; None without any.
-
-    Test labels are read through the training labels' class order (``classes``, and where that
-    order came from: data.classes or the first labels file)."""
-    source = dom.test_labels if kind == "class" else dom.test_masks
-    if not source:
-        return None
-    order: List[str] = []
-    if kind == "class":
-        order = classes if isinstance(classes, ClassOrder) else class_order(data)
-        if list(order) != list(classes):
-            order = ClassOrder(classes, "the task networks' classes")
-    found, _ = DomainLabels.build(files, dom.test_root, source if kind == "class" else "",
-                                  source if kind == "mask" else "", order, key, test=True)
-    if found.problems:
-        problems = list(found.problems.values())
-        raise DataError(f"{len(problems)} held-out image(s) of {key} have no usable label, e.g. {problems[0]}")
-    if kind == "class":
-        return torch.tensor([found.label(p) for p in files], dtype=torch.long)
-    assert found.masks is not None
-    masks = []
-    for path in files:
-        info = probe_image(path)
-        mask = read_mask(found.masks[path], len(data.mask_classes), (info.height, info.width))
-        masks.append(torch.from_numpy(cv2.resize(mask, (data.crop_size, data.crop_size),
-                                                 interpolation=cv2.INTER_NEAREST)).long())
-    return torch.stack(masks)

@@ -19,10 +19,11 @@ from cyclecmda import __version__
 from cyclecmda.config import Config, save_config, to_dict, to_yaml
 from cyclecmda.data.dataset import ResumableSampler, ValueRange, build_dataset, build_loader
 from cyclecmda.data.demo import ensure_demo_data
+from cyclecmda.data.targets import batch_targets
 from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
 from cyclecmda.files import ensure_writable_dir
 from cyclecmda.method.cyclegan import CycleGAN
-from cyclecmda.method.semantic import batch_targets, build_semantic
+from cyclecmda.method.semantic import build_semantic
 from cyclecmda.models.generators import size_multiple
 from cyclecmda.stopping import StopRequest, blocked_stop_signals
 from cyclecmda.train.checkpoint import (

@@ -9,10 +9,11 @@ import torch
 
 from cyclecmda.config import Config
 from cyclecmda.data.dataset import UnpairedDataset, ValueRange, build_dataset, build_pipeline
+from cyclecmda.data.targets import test_targets
 from cyclecmda.errors import DataError
 from cyclecmda.evaluate.translator import compute_metrics, load_test_images
 from cyclecmda.method.cyclegan import CycleGAN
-from cyclecmda.method.semantic import SemanticLoss, test_targets
+from cyclecmda.method.semantic import SemanticLoss
 
 
 class Validation:

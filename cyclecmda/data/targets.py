@@ -1,0 +1,60 @@
+"""Labels and masks as the task networks' targets: a batch's, and those of held-out test images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import cv2
+import torch
+
+from cyclecmda.config import DataConfig, DomainConfig
+from cyclecmda.data.dataset import class_order
+from cyclecmda.data.images import probe_image
+from cyclecmda.data.labels import IGNORE, NO_LABEL, ClassOrder, DomainLabels, read_mask
+from cyclecmda.errors import DataError
+
+
+def ignore_index(kind: str) -> int:
+    """Target value that carries no label: -1 for image classes, 255 for mask pixels."""
+    return NO_LABEL if kind == "class" else IGNORE
+
+
+def batch_targets(batch: Dict[str, object], side: str, kind: str, like: torch.Tensor) -> torch.Tensor:
+    """A batch's labels of one side (``a_label`` or ``a_mask``), or the ignore value where it has none."""
+    key = f"{side}_label" if kind == "class" else f"{side}_mask"
+    if key in batch:
+        return torch.as_tensor(batch[key]).long()
+    shape = like.shape[:1] if kind == "class" else like.shape[:1] + like.shape[2:]
+    return torch.full(shape, ignore_index(kind), dtype=torch.long)
+
+
+def test_targets(files: List[Path], dom: DomainConfig, data: DataConfig, key: str, kind: str,
+                 classes: List[str]) -> Optional[torch.Tensor]:
+    """Labels (N,) or masks (N, S, S) of test images, prepared like them; None without any.
+
+    Test labels are read through the training labels' class order (``classes``, and where that
+    order came from: data.classes or the first labels file)."""
+    source = dom.test_labels if kind == "class" else dom.test_masks
+    if not source:
+        return None
+    order: List[str] = []
+    if kind == "class":
+        order = classes if isinstance(classes, ClassOrder) else class_order(data)
+        if list(order) != list(classes):
+            order = ClassOrder(classes, "the task networks' classes")
+    found, _ = DomainLabels.build(files, dom.test_root, source if kind == "class" else "",
+                                  source if kind == "mask" else "", order, key, test=True)
+    if found.problems:
+        problems = list(found.problems.values())
+        raise DataError(f"{len(problems)} held-out image(s) of {key} have no usable label, e.g. {problems[0]}")
+    if kind == "class":
+        return torch.tensor([found.label(p) for p in files], dtype=torch.long)
+    assert found.masks is not None
+    masks = []
+    for path in files:
+        info = probe_image(path)
+        mask = read_mask(found.masks[path], len(data.mask_classes), (info.height, info.width))
+        masks.append(torch.from_numpy(cv2.resize(mask, (data.crop_size, data.crop_size),
+                                                 interpolation=cv2.INTER_NEAREST)).long())
+    return torch.stack(masks)

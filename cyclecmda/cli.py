@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", choices=["a2b", "b2a", "both"], default="both")
     p.add_argument("--format", default="pt2", help="comma-separated: pt2, onnx, torchscript (legacy) (default pt2)")
     p.add_argument("--task", action="store_true",
-                   help="also write task_b/: the task network of a loss.semantic run, trained on translated A "
-                        "images, as a standalone classifier or segmenter of B images")
+                   help="also write downstream/: the downstream model of a loss.semantic run, trained on translated "
+                        "A images, as a standalone classifier or segmenter of B images")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an export already in the output folder (refused without it)")
     p.set_defaults(func=_cmd_export)

@@ -84,8 +84,8 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
 
     closed_losses, closed = generator_grads()
     assert closed_losses["semantic_ab"].item() == 0.0  # the gate starts closed
-    semantic.on.fill_(True)
-    semantic.judge_on.fill_(True)
+    semantic.ready.fill_(True)
+    semantic.judge_fits.fill_(True)
     semantic.running_agreement.fill_(0.55)  # ready, but the views of real B do not agree enough
     assert generator_grads()[0]["semantic_ab"].item() == 0.0
     semantic.running_agreement.fill_(0.6)  # loss.semantic.min_agreement
@@ -94,7 +94,7 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     assert not torch.allclose(closed, opened)  # the term changes the generator's gradient
     # the term is the task network's cross-entropy on the translation with the source's label
     with torch.no_grad():
-        expected = cross_entropy(semantic.task_b(model.gen_ab(real_a)), label_a, -1)
+        expected = cross_entropy(semantic.judge(model.gen_ab(real_a)), label_a, -1)
     assert open_losses["semantic_ab"].item() == pytest.approx(expected.item(), rel=1e-5)
 
     # the task step: real images and a translation that still carries its graph
@@ -105,9 +105,9 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     total.backward()
     for gen in (model.gen_ab, model.gen_ba):  # nothing flows back into the translator
         assert all(p.grad is None for p in gen.parameters())
-    for net in (semantic.task_a, semantic.task_ab, semantic.task_b):
+    for net in (semantic.task_a, semantic.downstream, semantic.judge):
         assert all(p.grad is not None for p in net.parameters())
-    assert {"task_a", "task_ab", "task_b", "semantic_on", "pseudo_b", "agreement"} <= set(losses)
+    assert {"task_a", "downstream", "judge", "semantic_on", "pseudo_b", "agreement"} <= set(losses)
 
 
 def test_outline_term_needs_no_label_of_b_and_reaches_only_the_translator(tiny_config):
@@ -129,12 +129,12 @@ def test_outline_term_needs_no_label_of_b_and_reaches_only_the_translator(tiny_c
 
     closed, closed_grad = step()
     assert closed["semantic_shape"].item() == 0.0  # off until the outline networks are ready
-    semantic.on.fill_(True)  # ready; the judge's gate stays closed (no agreement on real B yet)
+    semantic.ready.fill_(True)  # ready; the judge's gate stays closed (no agreement on real B yet)
     opened, opened_grad = step()
     assert opened["semantic_ab"].item() == 0.0
     with torch.no_grad():
         edges = shape_view(model.gen_ab(real_a))
-        expected = torch.stack([cross_entropy(net(edges), label_a, -1) for net in (semantic.task_shape, semantic.task_shape_2)])
+        expected = torch.stack([cross_entropy(net(edges), label_a, -1) for net in (semantic.outline, semantic.outline_2)])
     assert opened["semantic_shape"].item() == pytest.approx(2.0 * expected.mean().item(), rel=1e-5)
     assert not torch.allclose(closed_grad, opened_grad)  # the term reaches the generator A -> B
 
@@ -205,29 +205,29 @@ def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config
     cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv"))
     cfg.loss.semantic.pseudo_labels = ["shape"]
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
-    assert set(semantic.networks()) == {"task_a", "task_ab", "task_b", "task_shape"}
-    assert semantic.specs["task_shape"]["args"]["in_channels"] == 1
+    assert set(semantic.networks()) == {"task_a", "downstream", "judge", "outline"}
+    assert semantic.specs["outline"]["args"]["in_channels"] == 1
     real_a, real_b, fake_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(3, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32)
     fake_a = torch.rand(3, 3, 32, 32)
     label_a, label_b = torch.tensor([0, 2]), torch.tensor([1, -1, -1])
     seen = []
-    real_forward = semantic.task_shape.forward
+    real_forward = semantic.outline.forward
 
     def spy(x):
         seen.append(x.clone())
         return real_forward(x)
 
-    semantic.task_shape.forward = spy  # type: ignore[method-assign]
+    semantic.outline.forward = spy  # type: ignore[method-assign]
     total, losses = semantic.task_step(real_a, real_b, fake_a, fake_b, label_a, label_b)
     total.backward()
-    assert all(p.grad is not None for p in semantic.task_shape.parameters())
+    assert all(p.grad is not None for p in semantic.outline.parameters())
     from cyclecmda.method.semantic import shape_view
 
     assert torch.equal(seen[-1], shape_view(real_a))  # it learns from the outlines of labelled A images
     assert losses["pseudo_b"].item() == pytest.approx(1 / 3)  # closed gate: only B's own label
-    semantic.on.fill_(True)
+    semantic.ready.fill_(True)
     guesses = torch.tensor([[0.0, 9.0, 0.0], [0.0, 0.0, 9.0], [1.0, 1.0, 1.2]])  # sure, sure, unsure
-    semantic.task_shape.forward = lambda x: guesses[: len(x)]  # type: ignore[method-assign]
+    semantic.outline.forward = lambda x: guesses[: len(x)]  # type: ignore[method-assign]
     targets = semantic.agreed_labels(*semantic.view_guesses(real_b, fake_a), label_b)
     assert targets.tolist() == [1, 2, -1]
     _, losses = semantic.task_step(real_a, real_b, fake_a, fake_b, label_a, label_b)
@@ -255,22 +255,22 @@ def test_balanced_term_weighs_each_class_present_alike(tiny_config):
     cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="mask", data__a__masks="m",
                                        data__mask_classes="[sky,cat,dog]", loss__semantic__balance=True))
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["sky", "cat", "dog"], size=4)
-    semantic.on.fill_(True)
-    semantic.judge_on.fill_(True)
+    semantic.ready.fill_(True)
+    semantic.judge_fits.fill_(True)
     semantic.running_agreement.fill_(1.0)
     fake = {"fake_b": torch.rand(2, 1, 4, 4), "fake_a": torch.rand(2, 3, 4, 4)}
     with torch.no_grad():
         losses = semantic.generator_losses(fake, torch.rand(2, 1, 4, 4), target, target)
-        expected = cross_entropy(semantic.task_b(fake["fake_b"]), target, 255, balance=True)
+        expected = cross_entropy(semantic.judge(fake["fake_b"]), target, 255, balance=True)
     assert losses["semantic_ab"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert expected.item() != pytest.approx(cross_entropy(semantic.task_b(fake["fake_b"]), target, 255).item(), rel=1e-3)
+    assert expected.item() != pytest.approx(cross_entropy(semantic.judge(fake["fake_b"]), target, 255).item(), rel=1e-3)
 
 
 def test_pseudo_labels_keep_given_labels_and_only_confident_guesses():
     cfg = load_config([], ["loss.semantic.kind=class", "data.a.labels=x.csv", "loss.semantic.confidence=0.9"])
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["a", "b"])
     sure = torch.tensor([[10.0, -10.0], [0.1, 0.0], [-10.0, 10.0]])
-    semantic.task_b.forward = lambda x: sure  # type: ignore[method-assign]
+    semantic.judge.forward = lambda x: sure  # type: ignore[method-assign]
     out = semantic.pseudo_labels(torch.zeros(3, 1, 8, 8), torch.tensor([1, -1, -1]))
     assert out.tolist() == [1, -1, 1]  # given label kept, unsure guess ignored, sure guess taken
 
@@ -284,10 +284,10 @@ def test_default_confidence_is_stricter_for_image_classes_than_for_mask_pixels()
         assert cfg.loss.semantic.confidence is None  # by kind: 0.9 for classes, 0.5 for pixels
         semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["a", "b", "c"])
         if kind == "class":
-            semantic.task_b.forward = lambda x: logits  # type: ignore[method-assign]
+            semantic.judge.forward = lambda x: logits  # type: ignore[method-assign]
             out = semantic.pseudo_labels(torch.zeros(4, 1, 8, 8), torch.full((4,), -1))
         else:  # the same logits as the pixels of one 2x2 image
-            semantic.task_b.forward = lambda x: logits.t().reshape(1, 3, 2, 2)  # type: ignore[method-assign]
+            semantic.judge.forward = lambda x: logits.t().reshape(1, 3, 2, 2)  # type: ignore[method-assign]
             out = semantic.pseudo_labels(torch.zeros(1, 1, 2, 2), torch.full((1, 2, 2), 255)).flatten()
         assert out.tolist() == expected, kind
 
@@ -309,15 +309,15 @@ def test_semantic_training_logs_the_downstream_estimate_and_keeps_the_best(tiny_
                  train__best_metric="eval/downstream_b", train__checkpoint_every=2, train__export_on_finish="true",
                  **labelled)
     result = train(cfg)
-    assert {p.name for p in (result.run_dir / "export").iterdir()} == {"a2b", "b2a", "task_b"}
+    assert {p.name for p in (result.run_dir / "export").iterdir()} == {"a2b", "b2a", "downstream"}
     logged = scalars(result.run_dir / "tb")
-    for tag in ("loss/task_a", "loss/task_ab", "loss/task_b", "loss/task_shape", "loss/semantic_ab",
+    for tag in ("loss/task_a", "loss/downstream", "loss/judge", "loss/outline", "loss/semantic_ab",
                 "loss/semantic_ba", "loss/semantic_on", "loss/pseudo_b"):
         assert sorted(logged[tag]) == [1, 2, 3, 4], tag
     assert logged["loss/semantic_on"][4] == 1.0 and logged["loss/semantic_ab"][4] > 0
     assert logged["loss/agreement"][4] == 1.0  # one view agrees with itself
-    for tag in ("eval/downstream_b", "eval/task_b_real_b", "eval/task_real_a", "eval/task_fake_b",
-                "eval/task_shape_real_b", "eval/agreement_real_b", "eval/pseudo_b_share", "eval/pseudo_b_real_b"):
+    for tag in ("eval/downstream_b", "eval/judge_real_b", "eval/task_real_a", "eval/judge_fake_b",
+                "eval/outline_real_b", "eval/agreement_real_b", "eval/pseudo_b_share", "eval/pseudo_b_real_b"):
         assert sorted(logged[tag]) == [2, 4] and all(0 <= v <= 1 for v in logged[tag].values()), tag
     ckpt = load_checkpoint(result.run_dir / "latest.pt")
     assert ckpt["semantic"]["classes"] == ["cat", "dog", "owl"]
@@ -341,7 +341,7 @@ def test_mask_kind_trains_a_segmenter_and_scores_mean_iou(tiny_config, labelled)
 def test_semantic_loss_trains_in_mixed_precision(tiny_config, labelled, precision):
     result = train(config(tiny_config, train__max_steps=2, train__precision=precision, **labelled))
     logged = scalars(result.run_dir / "tb")
-    assert np.isfinite(logged["loss/task_ab"][2]) and np.isfinite(logged["loss/semantic_ab"][2])
+    assert np.isfinite(logged["loss/downstream"][2]) and np.isfinite(logged["loss/semantic_ab"][2])
 
 
 def test_task_networks_step_every_task_every_steps_on_batches_from_the_memory(tiny_config, labelled):
@@ -356,9 +356,9 @@ def test_task_networks_step_every_task_every_steps_on_batches_from_the_memory(ti
     assert int(memory["filled"]) == 8 and int(memory["position"]) == 10 % 8  # 5 batches of 2 into 8 slots
     assert memory["image_real_a"].shape == (8, 3, 32, 32) and memory["image_real_a"].dtype == torch.uint8
     logged = scalars(result.run_dir / "tb")
-    task = logged["loss/task_ab"]
-    assert sorted(task) == [1, 2, 3, 4, 5]  # logged every step: between task steps, the latest one's loss
-    assert task[2] == task[1] == task[3] and task[5] == task[4] and task[4] != task[1]
+    task = logged["loss/downstream"]
+    assert sorted(task) == [1, 4] and task[4] != task[1]  # logged at the steps the task networks took
+    assert sorted(logged["loss/gen"]) == [1, 2, 3, 4, 5]
 
 
 def test_nan_in_the_task_loss_stops_the_run(tiny_config, labelled):
@@ -372,8 +372,8 @@ def test_task_networks_that_are_not_finite_are_never_written(tiny_config, labell
     cfg = config(tiny_config, train__max_steps=6, train__checkpoint_every=1, **labelled)
 
     def poison_task_moments(trainer):
-        if trainer.step == 2:  # step 3's task update turns task_b's weights NaN; its losses were finite
-            for p in trainer.model.semantic.task_b.parameters():
+        if trainer.step == 2:  # step 3's task update turns judge's weights NaN; its losses were finite
+            for p in trainer.model.semantic.judge.parameters():
                 trainer.opt_task.state[p]["exp_avg"].fill_(float("inf"))
 
     trainer = Trainer(cfg, callbacks=[poison_task_moments])
@@ -396,7 +396,7 @@ def test_semantic_loss_needs_labels_and_resumes_only_with_it(tiny_config, labell
 
 
 def test_kill_and_resume_with_the_task_networks_gives_the_same_losses(tiny_config, labelled):
-    n = 2  # the task networks step every third step: at 1 and 4, so the resumed run's step 3 reports stored losses
+    n = 2  # the task networks step every third step: at 1 and 4, the second after the resume
     common = dict(train__max_steps=2 * n, train__checkpoint_every=n, **{**labelled, "loss__semantic__task_every": 3})
     assert run_child(overrides_of(tiny_config, **{**common, "run__name": "straight"})).returncode == 0
     crashy = overrides_of(tiny_config, **{**common, "run__name": "crashy", "train__resume": "auto"})
@@ -405,8 +405,10 @@ def test_kill_and_resume_with_the_task_networks_gives_the_same_losses(tiny_confi
     assert resumed.returncode == 0, resumed.stderr
     a = scalars(Path(tiny_config.run.out_dir) / "straight" / "tb")
     b = scalars(Path(tiny_config.run.out_dir) / "crashy" / "tb")
-    for tag in ("loss/task_a", "loss/task_ab", "loss/task_b", "loss/semantic_ab", "loss/semantic_ba", "loss/gen"):
-        for step in range(n + 1, 2 * n + 1):
+    for tag in ("loss/task_a", "loss/downstream", "loss/judge", "loss/semantic_ab", "loss/semantic_ba", "loss/gen"):
+        after = [step for step in a[tag] if step > n]
+        assert after and [step for step in b[tag] if step > n] == after, tag
+        for step in after:
             assert b[tag][step] == pytest.approx(a[tag][step], abs=1e-5, rel=0), (tag, step)
     final = [load_checkpoint(Path(tiny_config.run.out_dir) / name / "latest.pt")["semantic"]["state"]
              for name in ("straight", "crashy")]
@@ -428,7 +430,7 @@ def test_two_process_ddp_run_keeps_the_task_networks_identical(tiny_config, labe
     assert r0["semantic"] is not None
     changed = False
     for key, value in r0["semantic"].items():
-        if key.startswith(("memory.", "reported")):  # each rank remembers and reports its own batches
+        if key.startswith("memory."):  # each rank remembers its own batches
             continue
         assert torch.equal(value, r1["semantic"][key]), key
         changed |= not torch.equal(value, r0["semantic_initial"][key])
@@ -444,12 +446,12 @@ def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_confi
     cli = subprocess.run([sys.executable, "-m", "cyclecmda", "export", str(result.checkpoint), "-o", str(out), "--task"],
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
-    assert "task_b" in cli.stdout
-    meta = json.loads((out / "task_b" / "meta.json").read_text())
+    assert "downstream" in cli.stdout
+    meta = json.loads((out / "downstream" / "meta.json").read_text())
     assert meta["task"]["classes"] == ["cat", "dog", "owl"] and meta["input"]["channels"] == 1
     script = (
         "import json, sys, torch\n"
-        f"folder = {str(out / 'task_b')!r}\n"
+        f"folder = {str(out / 'downstream')!r}\n"
         "meta = json.load(open(folder + '/meta.json'))\n"
         "net = torch.export.load(folder + '/' + meta['files']['pt2']).module()\n"
         "logits = net(torch.rand(3, 1, 64, 80) * 2 - 1)\n"
@@ -464,13 +466,13 @@ def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_confi
     # the same network through the package's artifact loader, which refuses it as a translator
     from cyclecmda.augment.core import ArtifactError, load_artifact
 
-    artifact = load_artifact(out / "task_b", task=True)
+    artifact = load_artifact(out / "downstream", task=True)
     assert artifact.classes == ["cat", "dog", "owl"]
     # four poolings after the average pooling: the exported program's guards want 64 px sides at 2
     assert meta["size_multiple"] == 16 and meta["min_input_size"] == 32 * downsample
     assert artifact(torch.zeros(2, 1, 32, 32)).shape == artifact(torch.zeros(2, 1, 21, 9)).shape == (2, 3)
     with pytest.raises(ArtifactError, match="is a task network"):
-        load_artifact(out / "task_b")
+        load_artifact(out / "downstream")
     plain = train(config(tiny_config, train__max_steps=1, run__name="plain"))
     from cyclecmda.export.write import ExportError, export_checkpoint
 
@@ -515,8 +517,8 @@ def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_vi
     shape = torch.stack([sure, sure, unsure, sure])
     translations = torch.stack([sure, sure.roll(1), sure, sure])
     source = torch.stack([sure, sure, sure, sure])
-    semantic.task_shape.forward = lambda x: shape  # type: ignore[method-assign]
-    semantic.task_ab.forward = lambda x: translations  # type: ignore[method-assign]
+    semantic.outline.forward = lambda x: shape  # type: ignore[method-assign]
+    semantic.downstream.forward = lambda x: translations  # type: ignore[method-assign]
     semantic.task_a.forward = lambda x: source  # type: ignore[method-assign]
     assert "fake_a" in semantic.memory.image_names  # the source view reads B's translations
     label_b = torch.tensor([-1, -1, -1, 0])
@@ -525,8 +527,8 @@ def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_vi
     assert semantic.agreed_labels(guess, confidence, label_b).tolist() == [1, -1, -1, 0]
 
     # the term: on once the networks and the judge are ready, and only while the views agree
-    semantic.on.fill_(True)
-    semantic.judge_on.fill_(True)
+    semantic.ready.fill_(True)
+    semantic.judge_fits.fill_(True)
     one = torch.ones(())
 
     def steps_until(agreed: float, term_on: bool) -> int:
@@ -550,7 +552,7 @@ def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_vi
         semantic._update_gates(0.1 * one, 3.0 * one, torch.tensor(True), agreed)
         closed_after += [] if semantic.term_on() else [step]
     assert closed_after and closed_after[0] >= 2 and closed_after == list(range(closed_after[0], 30))
-    assert semantic.on  # the networks stay ready: only the judge's part is off
+    assert semantic.ready  # the networks stay ready: only the judge's part is off
     for step in range(30):
         semantic._update_gates(0.1 * one, 0.1 * one, torch.tensor(True), agreed)
         if semantic.term_on():
@@ -591,19 +593,19 @@ def test_default_views_are_two_outline_networks_that_differ_only_in_their_start(
     cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv"))
     assert cfg.loss.semantic.pseudo_labels == ["shape", "shape"] and cfg.loss.semantic.min_agreement == 0.6
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
-    assert set(semantic.networks()) == {"task_a", "task_ab", "task_b", "task_shape", "task_shape_2"}
+    assert set(semantic.networks()) == {"task_a", "downstream", "judge", "outline", "outline_2"}
     assert "fake_a" not in semantic.memory.image_names  # only the source view reads B's translations
-    first, second = semantic.task_shape.state_dict(), semantic.task_shape_2.state_dict()
+    first, second = semantic.outline.state_dict(), semantic.outline_2.state_dict()
     assert any(not torch.equal(first[k], second[k]) for k in first)  # initialised apart
     real_a, real_b = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1
     total, losses = semantic.task_step(real_a, real_b, torch.rand(4, 3, 32, 32), torch.rand(4, 1, 32, 32),
                                        torch.tensor([0, 1, 2, 0]), torch.full((4,), -1))
     total.backward()
-    for name in ("task_shape", "task_shape_2"):  # both learn from the outlines of labelled A images
+    for name in ("outline", "outline_2"):  # both learn from the outlines of labelled A images
         assert all(p.grad is not None for p in getattr(semantic, name).parameters()), name
         assert name in losses
     guess, _ = semantic.view_guesses(real_b, torch.zeros(4, 3, 32, 32))
     with torch.no_grad():
         edges = shape_view(real_b)
-        expected = torch.stack([semantic.task_shape(edges).argmax(1), semantic.task_shape_2(edges).argmax(1)])
+        expected = torch.stack([semantic.outline(edges).argmax(1), semantic.outline_2(edges).argmax(1)])
     assert torch.equal(guess, expected)

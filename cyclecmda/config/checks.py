@@ -10,6 +10,8 @@ from omegaconf import OmegaConf
 
 from cyclecmda.config.schema import (
     CHOICES,
+    LABEL_SCORES_A,
+    LABEL_SCORES_B,
     PSEUDO_LABEL_VIEWS,
     Config,
     DomainConfig,
@@ -129,10 +131,10 @@ def _check_best_metric(cfg: Config) -> None:
         needs = "train.eval_paired=true (the test folders hold true pairs with the same file names)"
     elif name.startswith(("fid_", "kid_")) and t.eval_features == "none":
         needs = "train.eval_features=inception"
-    elif name in ("downstream_b", "task_b_real_b", "task_shape_real_b") and (
+    elif name in LABEL_SCORES_B and (
             sem.kind == "none" or not (d.b.test_labels or d.b.test_masks)):
         needs = "loss.semantic and labelled B test images (data.b.test_labels or data.b.test_masks)"
-    elif name in ("task_real_a", "task_fake_b") and (sem.kind == "none" or not (d.a.test_labels or d.a.test_masks)):
+    elif name in LABEL_SCORES_A and (sem.kind == "none" or not (d.a.test_labels or d.a.test_masks)):
         needs = "loss.semantic and labelled A test images (data.a.test_labels or data.a.test_masks)"
     if needs:
         raise ConfigError(

@@ -131,7 +131,7 @@ class SemanticConfig:
     max_task_loss: float = 1.0  # ... and until the task network's running loss on real images is below this
     # Unlabelled real B is labelled by independent views of it: shape (an outline network reads
     # its outlines, trained on the outlines of labelled A images; each shape listed is a network
-    # of its own), translations (task_ab, trained on translated A images), source (task_a reads
+    # of its own), translations (the downstream model, trained on translated A images), source (task_a reads
     # its translation to A). An entry gets a pseudo-label where every view names the same class
     # at least `confidence` sure (None: 0.9 for image classes, 0.5 for mask pixels) ...
     pseudo_labels: List[str] = field(default_factory=lambda: ["shape", "shape"])
@@ -204,7 +204,7 @@ class TrainConfig:
     # the feature network's weights file; "" uses the torch hub cache (FID Inception: downloaded there)
     features_weights: str = ""
     best_metric: str = "eval/paired_l1_a2b"  # kept in best.pt, e.g. eval/fid_a2b, eval/paired_ssim_a2b
-    best_mode: str = "auto"  # auto (psnr, ssim, downstream_b, task_* higher; others lower) | min | max
+    best_mode: str = "auto"  # auto (psnr, ssim and label scores higher; others lower) | min | max
     export_on_finish: bool = False  # export both directions to <run>/export when training ends
     export_formats: List[str] = field(default_factory=lambda: ["pt2"])  # pt2, onnx, torchscript (legacy)
 
@@ -222,6 +222,13 @@ class Config:
 # Closed sets of values. Registry-backed keys (model.gen.arch, model.disc.arch, model.task.arch)
 # are checked against the registries themselves (_check_networks), so adding a network needs no
 # change here.
+# validation's label scores (SemanticLoss.evaluate): those on labelled B test images and on
+# labelled A ones; all of them, PSNR and SSIM are better higher (train.best_mode=auto)
+LABEL_SCORES_B = ("downstream_b", "judge_real_b", "outline_real_b", "agreement_real_b", "pseudo_b_share",
+                  "pseudo_b_real_b")
+LABEL_SCORES_A = ("task_real_a", "judge_fake_b")
+HIGHER_IS_BETTER = ("psnr", "ssim", *LABEL_SCORES_B, *LABEL_SCORES_A)
+
 # the views of unlabelled real B that loss.semantic.pseudo_labels may combine
 PSEUDO_LABEL_VIEWS = ("shape", "translations", "source")
 

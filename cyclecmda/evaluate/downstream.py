@@ -38,16 +38,21 @@ from cyclecmda.data.images import convert_channels
 from cyclecmda.data.labels import IGNORE, ClassOrder, read_mask
 from cyclecmda.errors import ConfigError, DataError
 from cyclecmda.method.semantic import score
-from cyclecmda.models.task import TASK_NETWORKS, TORCHVISION_PREFIX, TaskNetwork, load_fitting
+from cyclecmda.models.task import (
+    DEFAULT_TASK_NETWORK,
+    TASK_KINDS,
+    TASK_NETWORKS,
+    TORCHVISION_PREFIX,
+    TaskNetwork,
+    load_fitting,
+)
 
 PathLike = Union[str, Path]
 ModelFactory = Callable[[int, int], nn.Module]
 Artifacts = Union[PathLike, Sequence[PathLike], Mapping[str, PathLike]]
 
 ARM_KINDS = ("as_is", "translated", "real_b")
-TASKS = ("class", "mask")
 METRIC = {"class": "accuracy", "mask": "miou"}
-DEFAULT_MODEL = {"class": "small_classifier", "mask": "small_segmenter"}
 DEFAULT_WIDTH = {"class": 16, "mask": 8}
 DEFAULT_LR = {"class": 1e-3, "mask": 2e-3}
 # Where the test score of every arm had levelled off on the demo data (docs/experiments.md, "Default epochs of
@@ -347,8 +352,8 @@ def measure(
     measured."""
     data = cfg.data
     task = task or _default_task(data)
-    if task not in TASKS:
-        raise ConfigError(f"unknown task '{task}'; valid: {', '.join(TASKS)}.")
+    if task not in TASK_KINDS:
+        raise ConfigError(f"unknown task '{task}'; valid: {', '.join(TASK_KINDS)}.")
     for side, split, what in (("a", "train", "A training"), ("b", "test", "B test")):
         key, value = _labels_key(data, task, side, split)
         if not value:
@@ -357,7 +362,7 @@ def measure(
     b_key, b_labels = _labels_key(data, task, "b", "train")
     translators = _artifact_arms(artifacts)
     kinds = _choose_arms(arms, translators, b_key, bool(data.b.root and b_labels))
-    model = model or DEFAULT_MODEL[task]
+    model = model or DEFAULT_TASK_NETWORK[task]
     if isinstance(model, str):
         _check_model(model, task)
     width = width or DEFAULT_WIDTH[task]

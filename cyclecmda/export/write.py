@@ -17,7 +17,7 @@ An artifact folder (one per direction) holds
   source checkpoint's SHA-256.
 
 With ``task=True`` (``cyclecmda export --task``) a checkpoint trained with ``loss.semantic`` also
-gives ``task_b/``: the task network trained on translated A images, as a standalone classifier
+gives ``downstream/``: the downstream model, trained on translated A images, as a standalone classifier
 (``(B, K)`` logits) or segmenter (``(B, K, H, W)`` logits) of B images, in the same layout, its
 class names in ``meta.json``'s ``task`` entry.
 
@@ -45,6 +45,7 @@ from cyclecmda.errors import CycleCMDAError, short_reason
 from cyclecmda.files import OutputError, ensure_writable_dir, output_error, sha256_of
 from cyclecmda.method.cyclegan import stored_generator
 from cyclecmda.models.generators import size_multiple
+from cyclecmda.models.task import build_task_network
 from cyclecmda.train.checkpoint import atomic_torch_save, load_checkpoint
 
 EXPORT_FORMAT = FORMAT  # meta.json's marker and the newest layout, as the loaders check them
@@ -53,6 +54,7 @@ DIRECTIONS = ("a2b", "b2a")
 FORMATS = ("pt2", "torchscript", "onnx")
 DEFAULT_FORMATS = ("pt2",)
 MAX_SIZE = 16384  # largest height or width an exported program takes
+TASK_FOLDER = "downstream"  # export --task: the semantic term's downstream model, under its own name
 TASK_SIZE_MULTIPLE = 16  # exported task networks take multiples of this (loaders pad other sizes)
 MAX_BATCH = 65536
 ARTIFACT_FILES = ("meta.json", "weights.pt", "model.pt2", "model.onnx", "model.ts")  # what an export writes
@@ -104,7 +106,7 @@ def export_checkpoint(
     overwrite: bool = False,
 ) -> List[Path]:
     """Write one artifact folder per direction (``out_dir/a2b``, ``out_dir/b2a``), and with
-    ``task`` the B task network (``out_dir/task_b``); return them. A folder that already holds
+    ``task`` the downstream model (``out_dir/downstream``); return them. A folder that already holds
     an export is refused unless ``overwrite``."""
     for d in directions:
         if d not in DIRECTIONS:
@@ -112,7 +114,7 @@ def export_checkpoint(
     for f in formats:
         if f not in FORMATS:
             raise ExportError(f"unknown export format '{f}'; valid: {', '.join(FORMATS)}.")
-    names = [*directions, *(["task_b"] if task else [])]
+    names = [*directions, *([TASK_FOLDER] if task else [])]
     if not overwrite:
         _check_no_export(Path(out_dir), names)
     ckpt = load_checkpoint(checkpoint)  # before anything is created
@@ -125,7 +127,7 @@ def export_checkpoint(
         for direction in directions:
             _export_generator(ckpt, direction, stage / direction, formats, digest, Path(checkpoint).name)
         if task:
-            _export_task(ckpt, stage / "task_b", formats, digest, Path(checkpoint).name)
+            _export_task(ckpt, stage / TASK_FOLDER, formats, digest, Path(checkpoint).name)
         return [_publish(stage / name, Path(out_dir) / name) for name in names]
 
 
@@ -217,13 +219,14 @@ def _write_meta(meta: Dict[str, Any], folder: Path) -> None:
 
 
 def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], digest: str, name: str) -> Path:
-    """The B task network of a semantic run as an artifact: logits of B images, class names in meta."""
-    from cyclecmda.method.semantic import load_task_network
-
+    """The downstream model of a semantic run (trained on translations) as an artifact: logits of B
+    images, class names in meta."""
     semantic = ckpt["semantic"]
-    spec = semantic["networks"]["task_ab"]  # the task network trained on translations
-    state = {k[len("task_ab."):]: v for k, v in semantic["state"].items() if k.startswith("task_ab.")}
-    net = load_task_network(spec, state).eval()
+    spec = semantic["networks"][TASK_FOLDER]
+    prefix = TASK_FOLDER + "."
+    net = build_task_network(spec)
+    net.load_state_dict({k[len(prefix):]: v for k, v in semantic["state"].items() if k.startswith(prefix)})
+    net.eval()
     ensure_writable_dir(folder, "export folder")
     in_channels = spec["args"]["in_channels"]
     files, min_size = _save_formats(net, net, in_channels, TASK_SIZE_MULTIPLE, formats, folder, "logits")
@@ -231,7 +234,7 @@ def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], dig
     meta = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
-        "direction": "task_b",
+        "direction": TASK_FOLDER,
         "task": {"kind": kind, "classes": classes,
                  "output": "(B, K) class logits" if kind == "class" else "(B, K, H, W) per-pixel class logits",
                  "trained_on": "translations of A training images with their labels"},

@@ -1,20 +1,20 @@
 """Label-preserving translation: task networks trained beside the translator, and the generator's
 semantic term (``loss.semantic``).
 
-Three task networks, and one more for each ``shape`` view of ``pseudo_labels`` (two by default);
-only real images or detached translations ever train them:
+Three task networks, and an outline labeller for each ``shape`` view of ``pseudo_labels`` (two by
+default); only real images or detached translations ever train them:
 
 * ``task_a`` reads A images and learns from real labelled A images;
-* ``task_ab`` reads B images and learns from translated A images (detached from the translator)
+* ``downstream`` reads B images and learns from translated A images (detached from the translator)
   with their A labels: the model a user would train on the translations. Its score on labelled B
-  test images is the live downstream estimate, and it is what ``cyclecmda export --task`` writes;
-* ``task_b``, the judge, reads B images and learns from *real* B images only: their labels where B
-  is labelled, else pseudo-labels where independent views of the image agree.
+  test images is the live downstream estimate, and ``cyclecmda export --task`` writes it;
+* ``judge`` reads B images and learns from *real* B images only: their labels where B is
+  labelled, else pseudo-labels where independent views of the image agree.
 
 The views (``pseudo_labels``) each label a real B image in their own way: ``shape`` by its
-outlines (``task_shape``, a network that reads the *edges* of an image, ``shape_view``, trained on
-the edges of labelled A images; a second ``shape`` is a second such network, ``task_shape_2``,
-initialised apart), ``translations`` by ``task_ab``, ``source`` by ``task_a`` reading the image's
+outlines (``outline``, a network that reads the *edges* of an image, ``shape_view``, trained on
+the edges of labelled A images; a second ``shape`` is a second such network, ``outline_2``,
+initialised apart), ``translations`` by ``downstream``, ``source`` by ``task_a`` reading the image's
 translation to A. None of them is right on every domain pair: outlines look alike across visible
 and thermal frames, not across photos and line drawings, and the two others are only as right as
 the translators, which early in training are wrong. An entry gets a pseudo-label only where every
@@ -26,13 +26,13 @@ they are wrong there (Jiang et al., "Assessing Generalization of SGD via Disagre
 their agreement on real B measures, without a label of B, how far outlines learned on A carry
 over to B, from the first steps on and whatever the translators do.
 
-The generator's term asks that ``task_b`` give a translation ``gen_ab(a)`` the label of ``a`` (so
+The generator's term asks that ``judge`` give a translation ``gen_ab(a)`` the label of ``a`` (so
 a translation must show its class the way real B images do, not in a code of its own that a
 network trained on translations would learn to read), and that ``task_a`` give ``gen_ba(b)`` the
-label of ``b``, or ``task_b``'s confident prediction on ``b``. The term waits until
+label of ``b``, or ``judge``'s confident prediction on ``b``. The term waits until
 ``warmup_steps`` training steps have passed and the running losses of ``task_a`` and of the views'
-networks are below ``max_task_loss``; ``task_b`` starts learning from pseudo-labels then. The term
-is on only while ``task_b``'s running loss on them is below that too (a judge that cannot fit its
+networks are below ``max_task_loss``; ``judge`` starts learning from pseudo-labels then. The term
+is on only while ``judge``'s running loss on them is below that too (a judge that cannot fit its
 pseudo-labels, as when they miss whole classes, is no judge) and the views' agreement is at
 least ``min_agreement``: it goes off again when either fails. While it is
 off the translator trains exactly as without labels (the task networks draw no random number of
@@ -50,7 +50,7 @@ replay memory (``memory`` items), and every ``task_every`` steps the networks ta
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import Callable, Dict, List, Optional, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -61,26 +61,26 @@ from cyclecmda.data.dataset import DomainFiles
 from cyclecmda.data.targets import ignore_index
 from cyclecmda.errors import CheckpointError
 from cyclecmda.method.replay import ReplayMemory
-from cyclecmda.models.task import TaskNetwork, build_task_network, task_network_spec
+from cyclecmda.models.task import DEFAULT_TASK_NETWORK, TaskNetwork
 
 Tensors = Dict[str, torch.Tensor]
 
 EMA_DECAY = 0.9  # of the running losses and agreement counts that gate the generator term
 # loss.semantic.confidence: None by kind; at 0.9 a segmenter's sure pixels on real B were nearly all
-# background, and task_b, learning from them, labelled everything background (docs/experiments.md)
+# background, and the judge, learning from them, labelled everything background (docs/experiments.md)
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 __all__ = ["SemanticLoss", "agreement", "agreement_of", "build_semantic", "overlap",
-           "score", "shape_view", "task_spec"]
+           "score", "shape_view"]
 
 # the network behind each view of real B (``source`` reads the image's translation to A); a second
 # ``shape`` view is a second, independently initialised outline network
-VIEW_NETWORKS = {"shape": "task_shape", "translations": "task_ab", "source": "task_a"}
+VIEW_NETWORKS = {"shape": "outline", "translations": "downstream", "source": "task_a"}
 
 
 def view_networks(views: List[str]) -> List[str]:
-    """The task network behind each view: ``task_shape``, ``task_shape_2`` for a repeated ``shape``."""
+    """The task network behind each view: ``outline``, ``outline_2`` for a repeated ``shape``."""
     names = []
     for i, view in enumerate(views):
         repeat = views[:i].count(view)
@@ -89,10 +89,9 @@ def view_networks(views: List[str]) -> List[str]:
 
 
 
-def task_spec(kind: str, task: TaskConfig, in_channels: int, num_classes: int) -> Dict[str, object]:
-    """The stored spec of a task network (``build_task_network`` rebuilds it)."""
-    arch = task.arch if task.arch != "auto" else ("small_classifier" if kind == "class" else "small_segmenter")
-    return task_network_spec(arch, kind, in_channels, num_classes, task.width, task.downsample)
+def task_arch(kind: str, task: TaskConfig) -> str:
+    """The task networks' architecture: ``model.task.arch``, by kind for ``auto``."""
+    return task.arch if task.arch != "auto" else DEFAULT_TASK_NETWORK[kind]
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
@@ -169,18 +168,18 @@ def agreement(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Te
 class SemanticLoss(nn.Module):
     """The task networks, their gates, their losses and the generator's term."""
 
-    NETWORKS = ("task_a", "task_ab", "task_b")
+    NETWORKS = ("task_a", "downstream", "judge")
     task_a: TaskNetwork
-    task_ab: TaskNetwork
-    task_b: TaskNetwork
-    task_shape: TaskNetwork
+    downstream: TaskNetwork
+    judge: TaskNetwork
+    outline: TaskNetwork
     steps: torch.Tensor
-    running_loss: torch.Tensor
+    ready_loss: torch.Tensor
+    judge_loss: torch.Tensor
     running_overlap: torch.Tensor
     running_agreement: torch.Tensor
-    on: torch.Tensor
-    judge_on: torch.Tensor
-    reported: torch.Tensor
+    ready: torch.Tensor
+    judge_fits: torch.Tensor
 
     def __init__(self, cfg: SemanticConfig, task: TaskConfig, channels_a: int, channels_b: int,
                  classes: List[str], size: int = 64) -> None:
@@ -194,24 +193,26 @@ class SemanticLoss(nn.Module):
         self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[cfg.kind]
         self.views = list(cfg.pseudo_labels)
         self.view_names = view_networks(self.views)
-        self.shape_names = tuple(n for n in self.view_names if n.startswith("task_shape"))
-        self.names = self.NETWORKS + self.shape_names
-        channels = {"task_a": channels_a, "task_ab": channels_b, "task_b": channels_b, **{n: 1 for n in self.shape_names}}
-        self.specs = {name: task_spec(cfg.kind, task, channels[name], num_classes) for name in self.names}
+        self.outline_names = tuple(n for n in self.view_names if n.startswith("outline"))
+        self.names = self.NETWORKS + self.outline_names
+        channels = {"task_a": channels_a, "downstream": channels_b, "judge": channels_b, **{n: 1 for n in self.outline_names}}
         for name in self.names:
-            setattr(self, name, TaskNetwork(weights=task.weights, **_flat(self.specs[name])))
+            setattr(self, name, TaskNetwork(task_arch(cfg.kind, task), cfg.kind, channels[name], num_classes,
+                                            task.width, task.weights, task.downsample))
+        self.specs = {name: getattr(self, name).spec for name in self.names}
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        # running losses of (task_a and the views' networks) and of task_b; the running agreement of
-        # the views; gates: the networks are ready (opens once), task_b fits its pseudo-labels (now)
-        self.register_buffer("running_loss", torch.full((2,), float("nan")))
+        # the running losses behind the gates: the worst of task_a's and the views' networks' (the
+        # term needs them all), and the judge's on its pseudo-labels
+        self.register_buffer("ready_loss", torch.full((), float("nan")))
+        self.register_buffer("judge_loss", torch.full((), float("nan")))
         # the views' agreement is measured on running counts (a class seen a few times in a batch
         # would make a batch's own intersection over union swing)
         self.register_buffer("running_overlap", torch.zeros(2, num_classes))
         self.register_buffer("running_agreement", torch.full((), float("nan")))
-        self.register_buffer("on", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("judge_on", torch.zeros((), dtype=torch.bool))
-        self.reported_names = self.names + ("semantic_on", "pseudo_b", "agreement")  # what each step reports
-        self.register_buffer("reported", torch.zeros(len(self.reported_names)))  # as of the latest task step
+        # the gates: the networks the term needs are ready (opens once); the judge fits its
+        # pseudo-labels (now: it may unlearn them)
+        self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("judge_fits", torch.zeros((), dtype=torch.bool))
         target = () if cfg.kind == "class" else (size, size)
         self.memory = ReplayMemory(cfg.memory, {"real_a": (channels_a, size, size), "real_b": (channels_b, size, size),
                                                 "fake_b": (channels_b, size, size),
@@ -242,12 +243,6 @@ class SemanticLoss(nn.Module):
         items = self.memory.sample(self.cfg.task_batch)
         return tuple(items.get(k) for k in ("real_a", "real_b", "fake_a", "fake_b", "label_a", "label_b"))
 
-    def report(self, losses: Optional[Tensors] = None) -> Tensors:
-        """The task networks' latest losses, for every step's log (a task step passes its own)."""
-        if losses is not None:
-            self.reported.copy_(torch.stack([losses[k].detach().float() for k in self.reported_names]))
-        return {k: self.reported[i] for i, k in enumerate(self.reported_names)}
-
     def checkpoint_state(self) -> Dict[str, object]:
         """What a checkpoint stores: the networks' specs and weights, the gates, the class names."""
         return {"kind": self.kind, "classes": list(self.classes), "networks": self.specs,
@@ -260,13 +255,7 @@ class SemanticLoss(nn.Module):
                 f"(stored {stored.get('networks')} for classes {stored.get('classes')}, configured {self.specs} "
                 f"for {self.classes}). Resume with the config stored in the run folder (config.yaml)."
             )
-        state = dict(cast(Dict[str, torch.Tensor], stored["state"]))
-        own = self.state_dict()
-        stale = [k for k in own if k not in state or (k == "reported" and state[k].shape != own[k].shape)]
-        if stale and all(k.startswith(("memory.", "reported", "running_agreement", "running_overlap")) for k in stale):
-            # written before the replay memory, or before the views' agreement: resume without them
-            state.update({k: v for k, v in own.items() if k in stale})
-        self.load_state_dict(state)
+        self.load_state_dict(cast(Dict[str, torch.Tensor], stored["state"]))
 
     # --- labels of real B ---------------------------------------------------------------
 
@@ -283,13 +272,13 @@ class SemanticLoss(nn.Module):
     def view_guesses(self, real_b: torch.Tensor, fake_a: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Each view's predicted classes of real B images and how sure it is: two (V, N, ...) tensors.
         ``fake_a`` is the images' translation to A, which only the ``source`` view reads."""
-        edges = shape_view(real_b) if self.shape_names else None
+        edges = shape_view(real_b) if self.outline_names else None
         def shape_network(name: str) -> Callable[[], torch.Tensor]:
             return lambda: getattr(self, name)(edges)
 
         inputs: Dict[str, Callable[[], torch.Tensor]] = {
-            "task_ab": lambda: self.task_ab(real_b), "task_a": lambda: self.task_a(fake_a),
-            **{n: shape_network(n) for n in self.shape_names}}
+            "downstream": lambda: self.downstream(real_b), "task_a": lambda: self.task_a(fake_a),
+            **{n: shape_network(n) for n in self.outline_names}}
         sure, guess = torch.stack([inputs[n]().float().softmax(1) for n in self.view_names]).max(2)
         return guess, sure
 
@@ -301,11 +290,11 @@ class SemanticLoss(nn.Module):
 
     def term_on(self) -> torch.Tensor:
         """Whether the generator's term counts now (a bool tensor: no host sync)."""
-        return self.on & self.judge_on & (self.running_agreement >= self.cfg.min_agreement)
+        return self.ready & self.judge_fits & (self.running_agreement >= self.cfg.min_agreement)
 
     def pseudo_labels(self, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
-        """B's labels where given, else ``task_b``'s confident predictions on real B."""
-        return self._confident(self.task_b, real_b, label_b)
+        """B's labels where given, else ``judge``'s confident predictions on real B."""
+        return self._confident(self.judge, real_b, label_b)
 
     # --- the generator's term ------------------------------------------------------------
 
@@ -319,11 +308,11 @@ class SemanticLoss(nn.Module):
         target_b = self.pseudo_labels(real_b, label_b)
         balance = self.cfg.balance
         losses = {
-            "semantic_ab": cross_entropy(self.task_b(images["fake_b"]), label_a, self.ignore, balance) * weight,
+            "semantic_ab": cross_entropy(self.judge(images["fake_b"]), label_a, self.ignore, balance) * weight,
             "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore, balance) * weight,
         }
         if self.cfg.shape_weight:
-            losses["semantic_shape"] = self.outline_loss(images["fake_b"], label_a) * self.on.float() * self.cfg.shape_weight
+            losses["semantic_shape"] = self.outline_loss(images["fake_b"], label_a) * self.ready.float() * self.cfg.shape_weight
         return losses
 
     def outline_loss(self, fake_b: torch.Tensor, label_a: torch.Tensor) -> torch.Tensor:
@@ -331,7 +320,7 @@ class SemanticLoss(nn.Module):
         (their mean cross-entropy): B's look may change, the class its outlines show may not."""
         edges = shape_view(fake_b)
         return torch.stack([cross_entropy(getattr(self, n)(edges), label_a, self.ignore, self.cfg.balance)
-                            for n in self.shape_names]).mean()
+                            for n in self.outline_names]).mean()
 
     # --- the task networks' own step -------------------------------------------------------
 
@@ -339,23 +328,23 @@ class SemanticLoss(nn.Module):
                   label_a: torch.Tensor, label_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors]:
         """Losses of the task networks on real images and detached translations; updates the gates."""
         guess, sure = self.view_guesses(real_b, None if fake_a is None else fake_a.detach())
-        target_b = torch.where(self.on, self.agreed_labels(guess, sure, label_b), label_b)
+        target_b = torch.where(self.ready, self.agreed_labels(guess, sure, label_b), label_b)
         unlabelled = label_b == self.ignore
         counts = overlap(guess, self.num_classes, unlabelled)
         losses = {
             "task_a": cross_entropy(self.task_a(real_a), label_a, self.ignore),
-            "task_ab": cross_entropy(self.task_ab(fake_b.detach()), label_a, self.ignore),
-            "task_b": cross_entropy(self.task_b(real_b), target_b, self.ignore),
+            "downstream": cross_entropy(self.downstream(fake_b.detach()), label_a, self.ignore),
+            "judge": cross_entropy(self.judge(real_b), target_b, self.ignore),
         }
-        if self.shape_names:  # the outline networks learn from the outlines of labelled A images
+        if self.outline_names:  # the outline networks learn from the outlines of labelled A images
             edges = shape_view(real_a)
-            for name in self.shape_names:
+            for name in self.outline_names:
                 losses[name] = cross_entropy(getattr(self, name)(edges), label_a, self.ignore)
         total = torch.stack(list(losses.values())).sum()
         # the term waits for the networks it needs: task_a (B -> A) and those of the views of real B
         needed = torch.stack([losses[n] for n in sorted({"task_a", *self.view_names})]).max().detach()
         has_b = (target_b != self.ignore).any()
-        self._update_gates(needed, losses["task_b"].detach(), has_b, counts)
+        self._update_gates(needed, losses["judge"].detach(), has_b, counts)
         losses["semantic_on"] = self.term_on().float()
         losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target
         losses["agreement"] = self.running_agreement.clone()
@@ -366,10 +355,10 @@ class SemanticLoss(nn.Module):
     @torch.no_grad()
     def evaluate(self, gen_ab: nn.Module, images: Tensors, targets: Dict[str, Optional[torch.Tensor]],
                  device: torch.device, batch_size: int = 32, gen_ba: Optional[nn.Module] = None) -> Dict[str, float]:
-        """Accuracy or mIoU on labelled test images: ``downstream_b`` (``task_ab``, trained on
-        translations, on real B), ``task_b_real_b`` (``task_b`` on real B), ``task_real_a``
-        (``task_a`` on real A), ``task_fake_b`` (``task_b``, the judge, on translations of the A test images),
-        with the ``shape`` view ``task_shape_real_b`` (that view alone, on real B), and given ``gen_ba``
+        """Accuracy or mIoU on labelled test images: ``downstream_b`` (``downstream``, trained on
+        translations, on real B), ``judge_real_b`` (``judge`` on real B), ``task_real_a``
+        (``task_a`` on real A), ``judge_fake_b`` (the judge on translations of the A test images),
+        with the ``shape`` view ``outline_real_b`` (that view alone, on real B), and given ``gen_ba``
         how far the views of the B test images agree (``agreement_real_b``), the share they agree on
         (``pseudo_b_share``) and how right those pseudo-labels are (``pseudo_b_real_b``)."""
         def logits(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, translate: bool = False) -> torch.Tensor:
@@ -386,10 +375,10 @@ class SemanticLoss(nn.Module):
         self.eval()
         values: Dict[str, float] = {}
         if targets.get("b") is not None:
-            values["downstream_b"] = scored(self.task_ab, "b")
-            values["task_b_real_b"] = scored(self.task_b, "b")
-            if "task_shape" in self.names:
-                values["task_shape_real_b"] = scored(lambda x: self.task_shape(shape_view(x)), "b")
+            values["downstream_b"] = scored(self.downstream, "b")
+            values["judge_real_b"] = scored(self.judge, "b")
+            if "outline" in self.names:
+                values["outline_real_b"] = scored(lambda x: self.outline(shape_view(x)), "b")
             if gen_ba is not None:  # the pseudo-labels the judge would learn from, on labelled B test images
                 source = "source" in self.views
                 views = [self.view_guesses(b, gen_ba(b) if source else None) for b in images["b"].to(device).split(batch_size)]
@@ -406,15 +395,16 @@ class SemanticLoss(nn.Module):
                     values["pseudo_b_real_b"] = right
         if targets.get("a") is not None:
             values["task_real_a"] = scored(self.task_a, "a")
-            values["task_fake_b"] = scored(self.task_b, "a", translate=True)
+            values["judge_fake_b"] = scored(self.judge, "a", translate=True)
         self.train(was_training)
         return values
 
     @torch.no_grad()
-    def _update_gates(self, loss: torch.Tensor, judge_loss: torch.Tensor, judge_learned: torch.Tensor,
+    def _update_gates(self, ready_loss: torch.Tensor, judge_loss: torch.Tensor, judge_learned: torch.Tensor,
                       counts: torch.Tensor) -> None:
-        """``counts``: the step's ``overlap`` of the views on real B."""
-        losses = torch.stack([loss.float(), judge_loss.float()])
+        """Fold a task step into the running losses and agreement, then set the gates. ``counts``:
+        the step's ``overlap`` of the views on real B; ``judge_learned``: the judge had a target."""
+        losses = torch.stack([ready_loss.float(), judge_loss.float()])
         learned = torch.stack([torch.ones_like(judge_learned), judge_learned]).float()
         counts = counts.float().to(losses.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # one gate for all ranks
@@ -422,16 +412,16 @@ class SemanticLoss(nn.Module):
             torch.distributed.all_reduce(both)
             losses, learned = both[:2] / both[2:4].clamp(min=1), (both[2:4] > 0).float()
             counts = both[4:].view_as(counts)
-        first = torch.isnan(self.running_loss)
-        updated = torch.where(first, losses, EMA_DECAY * self.running_loss + (1 - EMA_DECAY) * losses)
-        self.running_loss.copy_(torch.where(learned.bool(), updated, self.running_loss))
+        for running, loss, given in zip((self.ready_loss, self.judge_loss), losses, learned.bool()):
+            updated = torch.where(torch.isnan(running), loss, EMA_DECAY * running + (1 - EMA_DECAY) * loss)
+            running.copy_(torch.where(given, updated, running))
         first = torch.isnan(self.running_agreement)
         self.running_overlap.copy_(torch.where(first, counts, EMA_DECAY * self.running_overlap + (1 - EMA_DECAY) * counts))
         self.running_agreement.copy_(agreement_of(self.running_overlap))
         self.steps += self.cfg.task_every  # training steps seen
         threshold = self.cfg.max_task_loss
-        self.on |= (self.steps >= self.cfg.warmup_steps) & (self.running_loss[0] < threshold)
-        self.judge_on.copy_(self.on & (self.running_loss[1] < threshold))  # not latched: the judge may unlearn
+        self.ready |= (self.steps >= self.cfg.warmup_steps) & (self.ready_loss < threshold)
+        self.judge_fits.copy_(self.ready & (self.judge_loss < threshold))
 
 
 def build_semantic(cfg: Config, a: DomainFiles) -> Optional[SemanticLoss]:
@@ -447,15 +437,3 @@ def build_semantic(cfg: Config, a: DomainFiles) -> Optional[SemanticLoss]:
     with torch.random.fork_rng(devices=[]):
         return SemanticLoss(sem, cfg.model.task, cfg.data.a.channels, cfg.data.b.channels, classes,
                             size=cfg.data.crop_size)
-
-
-def _flat(spec: Dict[str, Any]) -> Dict[str, Any]:
-    args = dict(spec["args"])
-    return {"name": spec["name"], **args}
-
-
-def load_task_network(spec: Dict[str, object], state: Dict[str, torch.Tensor]) -> TaskNetwork:
-    """A task network rebuilt from its stored spec and weights."""
-    net = build_task_network(spec)
-    net.load_state_dict(state)
-    return net

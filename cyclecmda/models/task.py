@@ -21,6 +21,7 @@ from cyclecmda.registry import Registry
 
 TASK_NETWORKS = Registry("task network")
 TASK_KINDS = ("class", "mask")
+DEFAULT_TASK_NETWORK = {"class": "small_classifier", "mask": "small_segmenter"}  # what "auto" builds
 TORCHVISION_PREFIX = "torchvision."
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)

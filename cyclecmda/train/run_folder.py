@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from cyclecmda.config.schema import HIGHER_IS_BETTER
 from cyclecmda.errors import CheckpointError
 from cyclecmda.train.checkpoint import (
     atomic_torch_save,
@@ -16,15 +17,13 @@ from cyclecmda.train.checkpoint import (
     step_checkpoints,
 )
 
-# train.best_mode=auto: metrics whose names hold one of these are maximised, the others minimised
-HIGHER_IS_BETTER = ("psnr", "ssim", "downstream", "task_")
-
 
 class BestMetric:
     """``train.best_metric`` and whether a new value beats the best so far."""
 
     def __init__(self, metric: str, mode: str, value: Optional[float] = None) -> None:
         self.metric = metric
+        # auto: metrics whose names hold one of HIGHER_IS_BETTER are maximised, the others minimised
         self.higher = mode == "max" or (mode == "auto" and any(k in metric for k in HIGHER_IS_BETTER))
         self.value = value
 

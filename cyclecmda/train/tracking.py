@@ -3,7 +3,7 @@ checks that stop a run whose losses or weights stopped being finite."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import torch
 from torch import nn
@@ -28,29 +28,43 @@ def tag(name: str) -> str:
 
 class LossTracker:
     """Sums each step's losses for the next log and remembers the first step whose losses were not
-    finite, all on the device: between logging steps the host never waits for it."""
+    finite, all on the device: between logging steps the host never waits for it. A step may give
+    some of the losses only (the task networks' come on their own steps); each is averaged over the
+    steps that gave it."""
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.names: List[str] = []
-        self.count = 0
+        self.counts: List[int] = []
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        self.bad_mask: Optional[torch.Tensor] = None
+        self.bad_mask = torch.zeros(0, dtype=torch.bool, device=device)
         self.sums = torch.zeros(0, device=device)
+        self._index: Dict[Tuple[str, ...], Tuple[List[int], torch.Tensor]] = {}
+
+    def _positions(self, keys: Tuple[str, ...]) -> Tuple[List[int], torch.Tensor]:
+        """Where a step's losses go in the sums (new names are added), on the host and the device."""
+        if keys not in self._index:
+            new = [k for k in keys if k not in self.names]
+            if new:
+                self.names += new
+                self.counts += [0] * len(new)
+                self.sums = torch.cat([self.sums, self.sums.new_zeros(len(new))])
+                self.bad_mask = torch.cat([self.bad_mask, self.bad_mask.new_zeros(len(new))])
+            at = [self.names.index(k) for k in keys]
+            self._index[keys] = (at, torch.tensor(at, device=self.device))
+        return self._index[keys]
 
     def add(self, values: Dict[str, torch.Tensor], step: int) -> None:
         """Add the losses of training step ``step`` (1-based)."""
+        at, where = self._positions(tuple(values))
         vec = torch.stack([v.detach().float() for v in values.values()])
-        if not self.names:
-            self.names = list(values)
-            self.bad_mask = torch.zeros_like(vec, dtype=torch.bool)
-            self.sums = torch.zeros_like(vec)
         bad = ~torch.isfinite(vec)
         newly = bad.any() & (self.bad_step < 0)
         self.bad_step = torch.where(newly, step, self.bad_step)
-        assert self.bad_mask is not None
-        self.bad_mask = torch.where(newly, bad, self.bad_mask)
-        self.sums += vec
-        self.count += 1
+        self.bad_mask = torch.where(newly, torch.zeros_like(self.bad_mask).index_copy(0, where, bad), self.bad_mask)
+        self.sums.index_add_(0, where, vec)
+        for i in at:
+            self.counts[i] += 1
 
     def first_bad_step(self) -> torch.Tensor:
         """The first step with a NaN/Inf loss, -1 for none (a tensor, to be reduced over ranks)."""
@@ -58,15 +72,18 @@ class LossTracker:
 
     def bad_tags(self) -> List[str]:
         """The tags of that step's NaN/Inf losses (a host sync)."""
-        return [] if self.bad_mask is None else [tag(n) for n, b in zip(self.names, self.bad_mask.tolist()) if b]
+        return [tag(n) for n, b in zip(self.names, self.bad_mask.tolist()) if b]
 
     def take_means(self) -> Tuple[torch.Tensor, List[str]]:
-        """The mean of each loss since the last call (a tensor, to be reduced over ranks) and their
-        tags; the sums start again."""
-        means = self.sums / max(self.count, 1)
+        """The mean of each loss since the last call over the steps that gave it (a tensor, to be
+        reduced over ranks) and their tags; the sums start again. Every rank gives the same losses
+        at the same steps, so every rank returns the same tags."""
+        given = [i for i, c in enumerate(self.counts) if c]
+        counts = torch.tensor([self.counts[i] for i in given], dtype=self.sums.dtype, device=self.device)
+        means = self.sums[given] / counts
         self.sums.zero_()
-        self.count = 0
-        return means, [tag(n) for n in self.names]
+        self.counts = [0] * len(self.names)
+        return means, [tag(self.names[i]) for i in given]
 
 
 def check_losses(tracker: LossTracker, dist: DistContext, checkpoints: RunCheckpoints) -> None:

@@ -218,14 +218,12 @@ class Trainer:
         if model.semantic is not None and self.task_objective is not None and self.opt_task is not None:
             # the task networks learn from real images and detached translations, drawn from a memory
             model.semantic.remember(real_a, real_b, images["fake_a"], images["fake_b"], *labels)
-            task_losses = model.semantic.report()
             if model.semantic.due(self.step):
                 with self._autocast():
                     task_total, task_losses = self.task_objective(*model.semantic.recall())
                 self.opt_task.zero_grad(set_to_none=True)
                 scaler.scale(task_total).backward()
                 scaler.step(self.opt_task)
-                task_losses = model.semantic.report(task_losses)
         scaler.update()
         return {**gen_losses, **disc_losses, **task_losses}
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
-from typing import Union
+from typing import Callable, Optional, Union
 
 from cyclecmda.errors import CycleCMDAError
 
 PathLike = Union[str, Path]
 
-__all__ = ["OutputError", "ensure_writable_dir", "output_error"]
+__all__ = ["OutputError", "atomic_write", "ensure_writable_dir", "output_error", "write_failure"]
 
 
 class OutputError(CycleCMDAError):
@@ -58,3 +59,50 @@ def sha256_of(path: Union[str, Path]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_failure(exc: BaseException) -> str:
+    """The operating system's reason for a failed write (torch's writers wrap it in a RuntimeError)."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], object],
+                 error: Optional[Callable[[Path, str], Exception]] = None) -> Path:
+    """Write ``path`` whole or not at all: ``write(tmp)`` writes a temporary file beside it (same
+    suffix), which is flushed to disk and renamed over ``path``. A crash at any moment leaves the
+    previous file or the new one, never a partial one. A failed write (disk full, read-only file
+    system) leaves the previous file as it was and raises ``error(path, reason)``, by default
+    :class:`OutputError` naming the file and the operating system's reason; other exceptions of
+    ``write`` pass through."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except (OSError, RuntimeError) as exc:
+        reason = write_failure(exc)
+        raise (error or _output_error)(path, reason) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def _output_error(path: Path, reason: str) -> OutputError:
+    return OutputError(f"cannot write to '{path}': {reason}.")

@@ -17,6 +17,7 @@ from cyclecmda.config import schema
 from cyclecmda.config.checks import validate
 from cyclecmda.config.schema import Config
 from cyclecmda.errors import ConfigError, did_you_mean
+from cyclecmda.files import atomic_write
 
 
 def _schema_node(path: str) -> Any:
@@ -183,12 +184,8 @@ def to_yaml(cfg: Any) -> str:
 
 def save_config(cfg: Config, path: Union[str, Path]) -> Path:
     """Write the resolved config as YAML; ``load_config([path])`` gives it back unchanged."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_yaml(cfg))
-    tmp.replace(path)
-    return path
+    text = to_yaml(cfg)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")

@@ -42,11 +42,11 @@ from torch import nn
 from cyclecmda import __version__
 from cyclecmda.augment.artifact_checks import FORMAT, FORMAT_VERSION
 from cyclecmda.errors import CycleCMDAError, short_reason
-from cyclecmda.files import OutputError, ensure_writable_dir, output_error, sha256_of
+from cyclecmda.files import atomic_write, ensure_writable_dir, output_error, sha256_of
 from cyclecmda.method.cyclegan import stored_generator
 from cyclecmda.models.generators import size_multiple
 from cyclecmda.models.task import build_task_network
-from cyclecmda.train.checkpoint import atomic_torch_save, load_checkpoint
+from cyclecmda.train.checkpoint import load_checkpoint, save_to
 
 EXPORT_FORMAT = FORMAT  # meta.json's marker and the newest layout, as the loaders check them
 EXPORT_FORMAT_VERSION = FORMAT_VERSION
@@ -210,12 +210,8 @@ def _check_no_export(out_dir: Path, folders: Sequence[str]) -> None:
 
 
 def _write_meta(meta: Dict[str, Any], folder: Path) -> None:
-    tmp = folder / "meta.json.tmp"
-    try:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.replace(folder / "meta.json")
-    except OSError as exc:
-        raise output_error(exc, folder / "meta.json") from None
+    text = json.dumps(meta, indent=2) + "\n"
+    atomic_write(folder / "meta.json", lambda tmp: tmp.write_text(text))
 
 
 def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], digest: str, name: str) -> Path:
@@ -265,7 +261,8 @@ def _save_formats(net: nn.Module, scriptable: nn.Module, in_channels: int, multi
     """Write the weights and each asked format of one network into ``folder``: the ``files``
     entry of meta.json, and the smallest height and width the exported programs take."""
     files: Dict[str, str] = {"weights": "weights.pt"}
-    atomic_torch_save(net.state_dict(), folder / "weights.pt")
+    state = net.state_dict()
+    atomic_write(folder / "weights.pt", lambda tmp: save_to(state, tmp))
     min_size = smallest_input(net, in_channels, multiple)
     if "pt2" in formats or "onnx" in formats:
         program, min_size = _export_program(net.eval(), in_channels, multiple, min_size)
@@ -311,28 +308,14 @@ def _export_program(net: nn.Module, in_channels: int, multiple: int, min_size: i
 
 
 def _save_pt2(program: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch.export.save wants the .pt2 suffix
-    try:
-        torch.export.save(program, str(tmp))
-        tmp.replace(path)
-    except OSError as exc:
-        raise output_error(exc, path) from None
-    except RuntimeError as exc:
-        raise OutputError(f"cannot write to '{path}': {short_reason(exc)}.") from None
+    atomic_write(path, lambda tmp: torch.export.save(program, str(tmp)))  # the .pt2 suffix is kept
 
 
 def _save_torchscript(module: nn.Module, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
         scripted = torch.jit.script(module.eval())
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        scripted.save(str(tmp))
-        tmp.replace(path)
-    except OSError as exc:
-        raise output_error(exc, path) from None
-    except RuntimeError as exc:  # torch's writer reports a failed write in its own words
-        raise OutputError(f"cannot write to '{path}': {short_reason(exc)}.") from None
+    atomic_write(path, lambda tmp: scripted.save(str(tmp)))
 
 
 def _save_onnx(program: Any, path: Path, output: str) -> None:
@@ -343,14 +326,15 @@ def _save_onnx(program: Any, path: Path, output: str) -> None:
     except ImportError:
         raise ExportError("ONNX export needs the 'onnx' and 'onnxscript' packages: "
                           "pip install 'cyclecmda[onnx]' (or pip install onnx onnxscript onnxruntime)") from None
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
-            warnings.simplefilter("ignore")
-            torch.onnx.export(program, dynamo=True, f=str(tmp), input_names=["image"], output_names=[output],
-                              external_data=False, verbose=False)
-        tmp.replace(path)
-    except OSError as exc:
-        raise output_error(exc, path) from None
-    except Exception as exc:  # the exporter's failures come in many types
-        raise ExportError(f"the ONNX exporter could not export this network ({short_reason(exc)}).") from None
+    def write(tmp: Path) -> None:
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+                warnings.simplefilter("ignore")
+                torch.onnx.export(program, dynamo=True, f=str(tmp), input_names=["image"], output_names=[output],
+                                  external_data=False, verbose=False)
+        except OSError:
+            raise
+        except Exception as exc:  # the exporter's failures come in many types
+            raise ExportError(f"the ONNX exporter could not export this network ({short_reason(exc)}).") from None
+
+    atomic_write(path, write)

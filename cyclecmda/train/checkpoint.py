@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import random
@@ -16,6 +15,7 @@ import torch
 
 from cyclecmda import __version__
 from cyclecmda.errors import CheckpointError, short_reason
+from cyclecmda.files import atomic_write
 
 FORMAT = "cyclecmda.checkpoint"
 FORMAT_VERSION = 2  # 2: progress counted in samples; no scheduler states
@@ -27,42 +27,19 @@ class CheckpointWriteError(CheckpointError):
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    """Write to a temporary file beside `path`, flush, fsync, then rename over `path`.
-
-    A crash at any moment leaves either the previous file or the new one, never a partial one.
-    A failed write (disk full, read-only file system) raises :class:`CheckpointWriteError`
-    naming the file and the cause, and leaves the previous file as it was.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except (OSError, RuntimeError) as exc:
-        raise CheckpointWriteError(f"cannot write '{path}': {_write_failure(exc)}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return path
+    """``torch.save`` through :func:`cyclecmda.files.atomic_write`: a crash leaves the previous file
+    or the new one. A failed write raises :class:`CheckpointWriteError` naming the file and the cause."""
+    return atomic_write(path, lambda tmp: save_to(obj, tmp), _write_error)
 
 
-def _write_failure(exc: BaseException) -> str:
-    """The operating system's reason for a failed write (torch wraps it in its own RuntimeError)."""
-    seen: Optional[BaseException] = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror
-        seen = seen.__cause__ or seen.__context__
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def save_to(obj: Any, path: Path) -> None:
+    """``torch.save`` through a file of ours: a failed write raises the system's own error."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def _write_error(path: Path, reason: str) -> CheckpointWriteError:
+    return CheckpointWriteError(f"cannot write '{path}': {reason}")
 
 
 WANTED = "checkpoints are the .pt files that 'cyclecmda train' writes (latest.pt, step_<N>.pt, best.pt)"
@@ -200,20 +177,13 @@ def prune_step_checkpoints(run_dir: PathLike, keep_last: int, keep: Optional[Pat
 
 def point_latest(target: Path, latest: Path) -> Path:
     """Make ``latest`` the same file as ``target`` (a hard link, or a copy), atomically."""
-    tmp = latest.with_name(f".{latest.name}.{os.getpid()}.tmp")
-    try:
-        tmp.unlink(missing_ok=True)
+    def write(tmp: Path) -> None:
         try:
             os.link(target, tmp)
         except OSError:
             shutil.copyfile(target, tmp)
-        os.replace(tmp, latest)
-    except OSError as exc:
-        raise CheckpointWriteError(f"cannot write '{latest}': {_write_failure(exc)}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return latest
+
+    return atomic_write(latest, write, _write_error)
 
 
 def checkpoint_step(path: Path) -> Optional[int]:

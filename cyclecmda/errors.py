@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 
 class CycleCMDAError(Exception):
@@ -28,6 +28,16 @@ def short_reason(exc: BaseException) -> str:
     if not text:
         return type(exc).__name__
     return text.splitlines()[0].split(". ")[0].rstrip(".").strip()
+
+
+def unknown(what: str, value: str, valid: Iterable[str], error: Optional[Callable[[str], Exception]] = None,
+            also: str = "", key: str = "") -> Exception:
+    """``[<key>: ]unknown <what> '<value>'; valid: <valid>[, <also>].`` and the closest valid name, as
+    ``error`` (ConfigError unless given): the one wording of every registry's and option's refusal."""
+    names = [str(v) for v in valid]
+    listed = ", ".join(names + ([also] if also else []))
+    where = f"{key}: " if key else ""
+    return (error or ConfigError)(f"{where}unknown {what} '{value}'; valid: {listed}." + did_you_mean(value, names))
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, TypeVar
 
-from cyclecmda.errors import ConfigError, did_you_mean
+from cyclecmda.errors import unknown
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,10 +28,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._entries:
-            raise ConfigError(
-                f"unknown {self.kind} '{name}'; valid: {', '.join(self.names())}."
-                + did_you_mean(name, self.names())
-            )
+            raise unknown(self.kind, name, self.names())
         return self._entries[name]
 
     def create(self, name: str, **kwargs: Any) -> Any:

@@ -16,9 +16,9 @@ import torch
 from helpers import make_images
 
 from cyclecmda.augment import CycleGANTranslate
-from cyclecmda.augment.core import ArtifactError, TranslatorArtifact
 from cyclecmda.cli import main
 from cyclecmda.evaluate.translator import load_translators
+from cyclecmda.export.artifact import ArtifactError, TranslatorArtifact
 from cyclecmda.train.checkpoint import CheckpointError, load_checkpoint
 
 
@@ -219,7 +219,7 @@ def test_the_refused_archive_is_not_reread_between_check_and_load(exported, tmp_
     shutil.copytree(exported / "a2b", folder)
     evil = tmp_path / "evil.pt2"
     rewrite_pt2(exported / "a2b" / "model.pt2", evil, lambda e: pickled_weight(e, marker))
-    import cyclecmda.augment.core as core
+    import cyclecmda.export.artifact as core
 
     real = core.read_pt2
 

@@ -240,7 +240,7 @@ def test_translation_runs_on_the_inputs_cuda_device(exported):
 
 
 def test_onnx_runtime_translates_like_torch_in_a_compose_and_in_dataloader_workers(exported):
-    from cyclecmda.augment.core import OnnxRuntimeNetwork
+    from cyclecmda.export.artifact import OnnxRuntimeNetwork
 
     img = rgb(70, 90)  # not a multiple of the network's size multiple: padded and cropped back
     mask = np.zeros(img.shape[:2], np.uint8)

@@ -12,7 +12,8 @@ import torch
 
 from cyclecmda.cli import main
 from cyclecmda.config import load_config
-from cyclecmda.export.write import ExportError, PaddedTranslator, export_checkpoint
+from cyclecmda.export.artifact import PaddedNetwork
+from cyclecmda.export.write import ExportError, export_checkpoint
 from cyclecmda.method.cyclegan import build_network
 
 SIZES = [(32, 32), (37, 45), (20, 28), (9, 14), (5, 6)]  # multiples of 4 and not, and below the smallest size
@@ -41,11 +42,11 @@ print(meta["direction"], meta["input"]["channels"], meta["output"]["channels"])
 """
 
 
-def eager_translator(checkpoint: Path, name: str) -> PaddedTranslator:
+def eager_translator(checkpoint: Path, name: str) -> PaddedNetwork:
     ckpt = torch.load(checkpoint, weights_only=True)
     gen = build_network(ckpt["networks"][name])
     gen.load_state_dict(ckpt["state"][name])
-    return PaddedTranslator(gen.eval(), gen.size_multiple).eval()
+    return PaddedNetwork(gen.eval(), gen.size_multiple).eval()
 
 
 def test_export_writes_self_describing_artifacts(exported):
@@ -90,7 +91,7 @@ def test_artifact_runs_in_a_fresh_process_without_the_package_and_matches_eager(
     eager = eager_translator(exported.parent / "run" / "latest.pt", "gen_ab" if direction == "a2b" else "gen_ba")
     for name, x in inputs.items():
         with torch.no_grad():
-            ref = eager.generator(torch.from_numpy(x)).numpy()
+            ref = eager.net(torch.from_numpy(x)).numpy()
         assert ref.shape == (len(x), meta["output"]["channels"], *x.shape[2:])
         np.testing.assert_allclose(got["pt2_" + name], ref, atol=1e-5, rtol=0)
         np.testing.assert_allclose(got["onnx_" + name], ref, atol=1e-4, rtol=0)
@@ -103,7 +104,7 @@ def test_loaders_take_any_size_from_every_format_and_match_eager(exported, direc
     any size (padded as in training and cropped back) and equal the eager translator."""
     import shutil
 
-    from cyclecmda.augment.core import TranslatorArtifact
+    from cyclecmda.export.artifact import TranslatorArtifact
 
     folder = exported / direction
     legacy = tmp_path / "legacy"  # an artifact exported before model.pt2 existed: model.ts only
@@ -129,7 +130,7 @@ def test_padding_keeps_multiples_unchanged_and_crops_back(exported):
     eager = eager_translator(exported.parent / "run" / "latest.pt", "gen_ab")
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        assert torch.equal(eager(x), eager.generator(x))
+        assert torch.equal(eager(x), eager.net(x))
         assert eager(torch.rand(1, 3, 5, 6)).shape == (1, 1, 5, 6)
 
 

@@ -464,7 +464,7 @@ def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_confi
     assert json.loads(fresh.stdout) == {"shape": [3, 3], "classes": ["cat", "dog", "owl"]}
     assert meta["network"]["args"].get("downsample", 1) == downsample
     # the same network through the package's artifact loader, which refuses it as a translator
-    from cyclecmda.augment.core import ArtifactError, load_artifact
+    from cyclecmda.export.artifact import ArtifactError, load_artifact
 
     artifact = load_artifact(out / "downstream", task=True)
     assert artifact.classes == ["cat", "dog", "owl"]

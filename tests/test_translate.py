@@ -12,11 +12,10 @@ import torch
 from helpers import make_images
 from torch import nn
 
-from cyclecmda.augment.core import load_artifact, translate_unit
 from cyclecmda.cli import main
 from cyclecmda.data.images import read_image, write_image
+from cyclecmda.export.artifact import PaddedNetwork, load_artifact, translate_unit
 from cyclecmda.export.translate import TranslateError, edge_window, tile_spans, translate_folder, translate_tiled
-from cyclecmda.export.write import PaddedTranslator
 
 BENCH = Path(__file__).parents[1] / "tools" / "benchmarks" / "bench_augment.py"
 
@@ -146,7 +145,7 @@ class StubArtifact:
 
     def __init__(self, net: nn.Module, size_multiple: int) -> None:
         self.size_multiple = size_multiple
-        self.net = PaddedTranslator(net, size_multiple).eval()
+        self.net = PaddedNetwork(net, size_multiple).eval()
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,9 @@
 """
 
 from cyclecmda.augment.albu import CycleGANTranslate, SynthesizeModality
-from cyclecmda.augment.core import ArtifactError, TranslatorArtifact, load_artifact
 from cyclecmda.augment.multimodal import CrossModalMixup, ModalityDropout, MultiModalCompose, Synthesis
 from cyclecmda.augment.tv import CycleGANTranslateV2
+from cyclecmda.export.artifact import ArtifactError, TranslatorArtifact, load_artifact
 
 __all__ = [
     "ArtifactError",

@@ -9,7 +9,7 @@ import albumentations as A
 import numpy as np
 import torch
 
-from cyclecmda.augment.core import TranslatorArtifact, check_runtime, check_units, load_artifact, translate_raw, translate_unit
+from cyclecmda.export.artifact import TranslatorArtifact, check_runtime, check_units, load_artifact, translate_raw, translate_unit
 
 Strength = Union[float, Tuple[float, float]]
 

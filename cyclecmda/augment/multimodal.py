@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from cyclecmda.augment.albu import translate_batch
-from cyclecmda.augment.core import check_runtime, load_artifact, unit_mapping
+from cyclecmda.export.artifact import check_runtime, load_artifact, to_unit, unit_mapping
 
 __all__ = ["CrossModalMixup", "ModalityDropout", "MultiModalCompose", "Synthesis"]
 
@@ -103,7 +103,7 @@ class Synthesis:
 def _to_float(image: np.ndarray, side: Mapping[str, Any]) -> np.ndarray:
     """An image as float32 in [0, 1] by the translator's input scaling (as the translation transforms do)."""
     lo, hi = unit_mapping(image.dtype, dict(side))
-    return np.clip((image.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    return to_unit(torch.from_numpy(np.ascontiguousarray(image)), lo, hi).numpy()
 
 
 def _leaves(transform: Any) -> List[Any]:

@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2._utils import is_pure_tensor
 
 from cyclecmda.augment.albu import _strength_range
-from cyclecmda.augment.core import check_runtime, check_units, load_artifact, translate_raw, translate_unit
+from cyclecmda.export.artifact import check_runtime, check_units, load_artifact, translate_raw, translate_unit
 
 
 class CycleGANTranslateV2(v2.Transform):

@@ -18,7 +18,7 @@ from cyclecmda.config.schema import (
     ModelConfig,
     TransformConfig,
 )
-from cyclecmda.errors import ConfigError, did_you_mean
+from cyclecmda.errors import ConfigError, did_you_mean, unknown
 
 
 def _check_choices(cfg: Config) -> None:
@@ -237,8 +237,7 @@ def _check_networks(model: ModelConfig) -> None:
             )
     elif arch != "auto" and arch not in TASK_NETWORKS:
         valid = ["auto", *TASK_NETWORKS.names()]
-        raise ConfigError(f"model.task.arch: unknown task network '{arch}'; valid: {', '.join(valid)}, "
-                          f"{TORCHVISION_PREFIX}<model name>." + did_you_mean(arch, valid))
+        raise unknown("task network", arch, valid, also=f"{TORCHVISION_PREFIX}<model name>", key="model.task.arch")
 
 
 def validate(cfg: Config, networks: bool = True) -> Config:

@@ -21,7 +21,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
 from cyclecmda.errors import DataError
 from cyclecmda.data.labels import ClassOrder, DomainLabels, read_class_order, read_mask
-from cyclecmda.data.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, convertible, probe_image, read_image, to_channels
+from cyclecmda.data.images import (
+    LIMIT_SETTING,
+    MAX_IMAGE_PIXELS,
+    convertible,
+    images_under,
+    probe_image,
+    read_image,
+    to_channels,
+    to_model,
+)
 from cyclecmda.stopping import shield_worker
 
 
@@ -40,7 +49,7 @@ def list_images(root: str, extensions: Sequence[str], key: str = "root") -> List
         files = [p for p in files if p.is_file() and p.suffix.lower() in exts]
         what = f"glob pattern '{root}'"
     elif path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts]
+        files = images_under(path, exts)
         what = f"folder '{root}'"
     elif path.is_file():
         base = path.parent
@@ -267,7 +276,7 @@ def _reseed(pipeline: A.Compose, seed: int) -> None:
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """HWC float [0, 1] -> CHW float32 tensor in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).mul_(2.0).sub_(1.0)
+    return to_model(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))))
 
 
 class UnpairedDataset(Dataset):

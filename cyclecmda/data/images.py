@@ -11,7 +11,7 @@ import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional, Tuple, Union
+from typing import BinaryIO, Iterable, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -252,4 +252,22 @@ def write_image(path: PathLike, img: np.ndarray) -> Path:
     except OSError as exc:
         raise output_error(exc, path) from None
     return path
+
+
+def images_under(folder: Path, extensions: Iterable[str], exclude: Optional[Path] = None) -> List[Path]:
+    """Files below ``folder`` (searched recursively) with one of ``extensions`` (any case), sorted;
+    none below the resolved folder ``exclude``."""
+    exts = {e.lower() for e in extensions}
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file()
+                  and not (exclude is not None and p.resolve().is_relative_to(exclude)))
+
+
+def to_model(unit: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] -> the networks' [-1, 1]."""
+    return unit * 2 - 1
+
+
+def from_model(x: torch.Tensor) -> torch.Tensor:
+    """The networks' values in [-1, 1] -> [0, 1], clipped."""
+    return ((x + 1) / 2).clamp(0, 1)
 

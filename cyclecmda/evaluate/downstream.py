@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cyclecmda.augment.core import TranslatorArtifact, load_artifact, translate_unit
 from cyclecmda.config import Config, DataConfig, DomainConfig
 from cyclecmda.data.dataset import DomainFiles, ValueRange, build_domain, class_order
-from cyclecmda.data.images import convert_channels
+from cyclecmda.data.images import convert_channels, to_model
 from cyclecmda.data.labels import IGNORE, ClassOrder, read_mask
-from cyclecmda.errors import ConfigError, DataError
+from cyclecmda.errors import ConfigError, DataError, unknown
+from cyclecmda.export.artifact import TranslatorArtifact, load_artifact, to_unit, translate_unit
 from cyclecmda.method.semantic import score
 from cyclecmda.models.task import (
     DEFAULT_TASK_NETWORK,
@@ -83,11 +83,6 @@ class _Raw:
     images: torch.Tensor  # (N, C, S, S)
     targets: torch.Tensor
     files: DomainFiles
-
-
-def _unit(raw: torch.Tensor, value_range: ValueRange) -> torch.Tensor:
-    """Raw pixel values -> [0, 1] by a value range (clipped)."""
-    return ((raw - value_range.lo) / (value_range.hi - value_range.lo)).clamp_(0, 1)
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -189,9 +184,9 @@ def _translate(raw_a: torch.Tensor, artifact: TranslatorArtifact, b_range: Value
     in_range, out_range = (ValueRange(*artifact.meta[s]["value_range"]) for s in ("input", "output"))
     out = []
     for batch in raw_a.split(batch_size):
-        unit = _unit(batch, in_range).to(device)
+        unit = to_unit(batch, in_range.lo, in_range.hi).to(device)
         fake = translate_unit(artifact, unit, torch.ones(len(batch)), keep_input_channels=False).float().cpu()
-        out.append(_unit(fake * (out_range.hi - out_range.lo) + out_range.lo, b_range) * 2 - 1)
+        out.append(to_model(to_unit(fake * (out_range.hi - out_range.lo) + out_range.lo, b_range.lo, b_range.hi)))
     return torch.cat(out)
 
 
@@ -314,7 +309,7 @@ def _choose_arms(arms: Optional[Sequence[str]], translators: Dict[str, Path], b_
     arms = list(dict.fromkeys(arms.split(",") if isinstance(arms, str) else arms))
     for kind in arms:
         if kind not in ARM_KINDS:
-            raise ConfigError(f"unknown arm '{kind}'; valid arms: {', '.join(ARM_KINDS)}.")
+            raise unknown("arm", kind, ARM_KINDS)
     if "translated" in arms and not translators:
         raise ConfigError("the arm 'translated' needs an exported A -> B translator (--artifact DIR).")
     if translators and "translated" not in arms:
@@ -353,7 +348,7 @@ def measure(
     data = cfg.data
     task = task or _default_task(data)
     if task not in TASK_KINDS:
-        raise ConfigError(f"unknown task '{task}'; valid: {', '.join(TASK_KINDS)}.")
+        raise unknown("task", task, TASK_KINDS)
     for side, split, what in (("a", "train", "A training"), ("b", "test", "B test")):
         key, value = _labels_key(data, task, side, split)
         if not value:
@@ -391,13 +386,13 @@ def measure(
 
     sets: Dict[str, Tuple[str, Labelled]] = {}
     if "as_is" in kinds:
-        unit = convert_channels(_unit(a.images, a.files.value_range), data.b.channels)
-        sets["as_is"] = ("as_is", Labelled(unit * 2 - 1, a.targets))
+        unit = convert_channels(to_unit(a.images, a.files.value_range.lo, a.files.value_range.hi), data.b.channels)
+        sets["as_is"] = ("as_is", Labelled(to_model(unit), a.targets))
     for name, artifact in loaded.items():
         sets[name] = ("translated", Labelled(_translate(a.images, artifact, b_range, device), a.targets))
     if real_b is not None:
-        sets["real_b"] = ("real_b", Labelled(_unit(real_b.images, b_range) * 2 - 1, real_b.targets))
-    test_set = Labelled(_unit(test.images, b_range) * 2 - 1, test.targets)
+        sets["real_b"] = ("real_b", Labelled(to_model(to_unit(real_b.images, b_range.lo, b_range.hi)), real_b.targets))
+    test_set = Labelled(to_model(to_unit(test.images, b_range.lo, b_range.hi)), test.targets)
 
     values: Dict[str, List[float]] = {name: [] for name in sets}
     bar = tqdm(total=len(sets) * len(seeds), desc="downstream", unit="run", file=sys.stderr, disable=not progress,

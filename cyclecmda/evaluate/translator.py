@@ -16,13 +16,12 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from cyclecmda.augment.core import TranslatorArtifact
 from cyclecmda.config import DataConfig, config_from_dict
 from cyclecmda.data.dataset import DomainFiles, ValueRange, build_pipeline, list_images, to_tensor
-from cyclecmda.data.images import LIMIT_SETTING, MAX_IMAGE_PIXELS
+from cyclecmda.data.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, from_model
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.evaluate.metrics import FeatureExtractor, fid_kid, psnr, ssim
-from cyclecmda.export.write import PaddedTranslator
+from cyclecmda.export.artifact import PaddedNetwork, TranslatorArtifact
 from cyclecmda.files import output_error
 from cyclecmda.method.cyclegan import stored_generator
 from cyclecmda.models.generators import size_multiple
@@ -64,7 +63,7 @@ def load_translators(path: Union[str, Path], device: str = "cpu") -> Translators
         nets: Dict[str, nn.Module] = {}
         for direction in ("a2b", "b2a"):
             gen = stored_generator(ckpt, direction)
-            nets[direction] = PaddedTranslator(gen, size_multiple(gen)).to(device).eval()
+            nets[direction] = PaddedNetwork(gen, size_multiple(gen)).to(device).eval()
         ranges = {k: ValueRange(*v) for k, v in ckpt["value_ranges"].items()}
         return Translators(dict(nets), config_from_dict(ckpt["config"]).data, ranges, str(path), list(nets.values()))
     folders = [path] if (path / "meta.json").is_file() else [path / d for d in DIRECTIONS if (path / d / "meta.json").is_file()]
@@ -120,10 +119,6 @@ def run_batched(fn: Translate, images: torch.Tensor, device: Union[str, torch.de
     return torch.cat([fn(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1) / 2).clamp(0, 1)
-
-
 def compute_metrics(
     translators: Dict[str, Translate],
     real: Dict[str, torch.Tensor],
@@ -138,11 +133,11 @@ def compute_metrics(
     for direction, fake in fakes.items():
         src, dst = DIRECTIONS[direction]
         if extractor is not None:
-            scores = fid_kid(extractor, _unit(fake).split(32), _unit(real[dst]).split(32), device=device,
+            scores = fid_kid(extractor, from_model(fake).split(32), from_model(real[dst]).split(32), device=device,
                              kid_subset_size=kid_subset_size)
             metrics.update({f"{k}_{direction}": float(v) for k, v in scores.items()})
         if paired:
-            pred, target = _unit(fake), _unit(real[dst])
+            pred, target = from_model(fake), from_model(real[dst])
             metrics[f"paired_l1_{direction}"] = float((pred - target).abs().mean())
             metrics[f"paired_psnr_{direction}"] = float(psnr(pred, target).mean())
             metrics[f"paired_ssim_{direction}"] = float(ssim(pred, target).mean())
@@ -150,9 +145,9 @@ def compute_metrics(
             metrics[f"mean_image_l1_{direction}"] = float((mean_image - target).abs().mean())
         back = {"a2b": "b2a", "b2a": "a2b"}[direction]
         if back in translators:
-            rec = _unit(run_batched(translators[back], fake, device))
-            metrics[f"cycle_l1_{src}"] = float((rec - _unit(real[src])).abs().mean())
-            metrics[f"cycle_psnr_{src}"] = float(psnr(rec, _unit(real[src])).mean())
+            rec = from_model(run_batched(translators[back], fake, device))
+            metrics[f"cycle_l1_{src}"] = float((rec - from_model(real[src])).abs().mean())
+            metrics[f"cycle_psnr_{src}"] = float(psnr(rec, from_model(real[src])).mean())
     return metrics
 
 

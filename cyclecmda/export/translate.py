@@ -4,7 +4,7 @@ Each output keeps its input's relative path and file name and has the generator'
 count. Its units are the target domain's by default, so a folder translated makes a dataset of
 that domain: its training dtype (uint16 for 16-bit, else uint8) and raw value range
 (``meta.json``'s ``output``); ``units="input"`` keeps each input's dtype and value range instead
-(:func:`cyclecmda.augment.core.output_units`). Images of one size are translated ``batch_size`` at a
+(:func:`cyclecmda.export.artifact.output_units`). Images of one size are translated ``batch_size`` at a
 time; large images can go through overlapping tiles blended with a smooth window.
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cyclecmda.augment.core import UNITS, TranslatorArtifact, load_artifact, translate_raw, translate_unit
 from cyclecmda.config.schema import IMAGE_EXTENSIONS
-from cyclecmda.data.images import MAX_IMAGE_PIXELS, probe_image, read_image, write_image
+from cyclecmda.data.images import MAX_IMAGE_PIXELS, images_under, probe_image, read_image, write_image
 from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.export.artifact import UNITS, TranslatorArtifact, load_artifact, translate_raw, translate_unit
 from cyclecmda.files import OutputError, ensure_writable_dir
 
 PathLike = Union[str, Path]
@@ -147,13 +147,7 @@ def find_images(input: PathLike, exclude: Optional[PathLike] = None) -> Tuple[Pa
     skip = Path(exclude).resolve() if exclude is not None else None
     if skip is not None and (skip == path.resolve() or not skip.is_relative_to(path.resolve())):
         skip = None  # only an output folder nested inside the input is left out
-    files = []
-    for p in sorted(path.rglob("*")):
-        if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
-            continue
-        if skip is not None and p.resolve().is_relative_to(skip):
-            continue
-        files.append(p)
+    files = images_under(path, IMAGE_EXTENSIONS, skip)
     if not files:
         raise DataError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found under '{path}'.")
     return path, files

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda import __version__
-from cyclecmda.augment.artifact_checks import FORMAT, FORMAT_VERSION
-from cyclecmda.errors import CycleCMDAError, short_reason
+from cyclecmda.errors import CycleCMDAError, short_reason, unknown
+from cyclecmda.export.artifact import PaddedNetwork
+from cyclecmda.export.artifact_checks import FORMAT, FORMAT_VERSION
 from cyclecmda.files import atomic_write, ensure_writable_dir, output_error, sha256_of
 from cyclecmda.method.cyclegan import stored_generator
 from cyclecmda.models.generators import size_multiple
@@ -63,28 +63,6 @@ PathLike = Union[str, Path]
 
 class ExportError(CycleCMDAError):
     """An export was asked for something the checkpoint or the installed tools cannot give."""
-
-
-class PaddedTranslator(nn.Module):
-    """A generator that accepts any H and W: pad up to its size multiple, translate, crop back.
-
-    Padding reflects the image (replicates it where the image is too small to reflect).
-    """
-
-    def __init__(self, generator: nn.Module, size_multiple: int) -> None:
-        super().__init__()
-        self.generator = generator
-        self.size_multiple = int(size_multiple)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
-        m = self.size_multiple
-        pad_h = (m - h % m) % m
-        pad_w = (m - w % m) % m
-        if pad_h > 0 or pad_w > 0:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, [0, pad_w, 0, pad_h], mode=mode)
-        return self.generator(x)[:, :, :h, :w]
 
 
 def _side(cfg: Dict[str, Any], ranges: Dict[str, Sequence[float]], domain: str) -> Dict[str, Any]:
@@ -110,10 +88,10 @@ def export_checkpoint(
     an export is refused unless ``overwrite``."""
     for d in directions:
         if d not in DIRECTIONS:
-            raise ExportError(f"unknown direction '{d}'; valid: a2b, b2a, both.")
+            raise unknown("direction", d, DIRECTIONS, ExportError, also="both")
     for f in formats:
         if f not in FORMATS:
-            raise ExportError(f"unknown export format '{f}'; valid: {', '.join(FORMATS)}.")
+            raise unknown("export format", f, FORMATS, ExportError)
     names = [*directions, *([TASK_FOLDER] if task else [])]
     if not overwrite:
         _check_no_export(Path(out_dir), names)
@@ -140,7 +118,7 @@ def _export_generator(ckpt: Dict[str, Any], direction: str, folder: Path, format
     ensure_writable_dir(folder, "export folder")
     in_channels = spec["args"]["in_channels"]
     multiple = size_multiple(gen)
-    files, min_size = _save_formats(gen, PaddedTranslator(gen, multiple), in_channels, multiple, formats, folder,
+    files, min_size = _save_formats(gen, PaddedNetwork(gen, multiple), in_channels, multiple, formats, folder,
                                     "translated")
     meta = {
         "format": EXPORT_FORMAT,

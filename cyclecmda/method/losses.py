@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cyclecmda.errors import ConfigError, did_you_mean
+from cyclecmda.errors import unknown
 
 GAN_MODES: Tuple[str, ...] = ("lsgan", "vanilla", "hinge", "wgangp")
 
@@ -39,9 +39,7 @@ class GANLoss:
 
     def __init__(self, mode: str = "lsgan") -> None:
         if mode not in GAN_MODES:
-            raise ConfigError(
-                f"unknown gan mode '{mode}'; valid: {', '.join(GAN_MODES)}." + did_you_mean(mode, GAN_MODES)
-            )
+            raise unknown("gan mode", mode, GAN_MODES)
         self.mode = mode
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cyclecmda.errors import ConfigError, did_you_mean
+from cyclecmda.errors import unknown
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -37,10 +37,6 @@ _NORM_LAYERS = (
     nn.InstanceNorm3d,
     nn.GroupNorm,
 )
-
-
-def _unknown(kind: str, name: str, valid: Tuple[str, ...]) -> ConfigError:
-    return ConfigError(f"unknown {kind} '{name}'; valid: {', '.join(valid)}." + did_you_mean(name, valid))
 
 
 class InstanceNorm2d(nn.InstanceNorm2d):
@@ -81,7 +77,7 @@ def get_norm_layer(name: str) -> NormLayer:
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if name == "none":
         return _no_norm
-    raise _unknown("norm layer", name, NORM_LAYERS)
+    raise unknown("norm layer", name, NORM_LAYERS)
 
 
 def use_conv_bias(norm: str) -> bool:
@@ -127,7 +123,7 @@ def make_upsample(
                 conv=nn.Conv2d(in_channels, out_channels, kernel_size=3, bias=bias),
             )
         )
-    raise _unknown("upsample mode", mode, UPSAMPLE_MODES)
+    raise unknown("upsample mode", mode, UPSAMPLE_MODES)
 
 
 def init_weights(module: nn.Module, init: str = "normal", gain: float = 0.02) -> nn.Module:
@@ -138,7 +134,7 @@ def init_weights(module: nn.Module, init: str = "normal", gain: float = 0.02) ->
     Returns ``module``.
     """
     if init not in INIT_SCHEMES:
-        raise _unknown("init scheme", init, INIT_SCHEMES)
+        raise unknown("init scheme", init, INIT_SCHEMES)
     module.apply(functools.partial(_init_module, scheme=init, gain=gain))
     return module
 

@@ -15,10 +15,12 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+from cyclecmda.data.images import from_model
+
 
 def to_display(images: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) in [-1, 1] -> (B, 3, H, W) in [0, 1]; 1-channel images become gray RGB."""
-    images = images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+    images = from_model(images.detach().float().cpu())
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 

@@ -156,12 +156,12 @@ def load_runner(backend: str, device: str, folder: Path, meta: Dict[str, Any]) -
             warnings.simplefilter("ignore", FutureWarning)
             net = torch.jit.load(str(folder / meta["files"]["torchscript"]), map_location=device)
     else:
-        from cyclecmda.export.write import PaddedTranslator
+        from cyclecmda.export.artifact import PaddedNetwork
         from cyclecmda.method.cyclegan import build_network
 
         gen = build_network(meta["network"])
         gen.load_state_dict(torch.load(folder / meta["files"]["weights"], map_location="cpu", weights_only=True))
-        net = PaddedTranslator(gen, meta["size_multiple"]).to(device)
+        net = PaddedNetwork(gen, meta["size_multiple"]).to(device)
     if backend != "pt2":  # an exported program's module is already in eval mode (and refuses .eval())
         net.eval()
 

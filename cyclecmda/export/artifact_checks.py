@@ -21,11 +21,11 @@ from typing import Any, Dict, List, Mapping
 import torch
 
 from cyclecmda.errors import CycleCMDAError
+from cyclecmda.models.task import TASK_KINDS
 
 FORMAT = "cyclecmda.export"
 FORMAT_VERSION = 1  # the newest meta.json layout this package reads
 SIDES = ("a", "b")
-TASK_KINDS = ("class", "mask")
 
 # Archive entries that hold native code or formats torch.export.load would run unchecked.
 _CODE_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")

@@ -1,4 +1,5 @@
-"""Shared core of the translation transforms: artifact loading and pixel work on tensors.
+"""Loading and running exported artifacts (translators and task networks): the checked
+``meta.json`` and program, padding to the sizes a program takes, and the pixel work on tensors.
 
 Pixel values travel as a "unit" scale, [0, 1]. A pipeline image maps to it by its dtype: float
 images are taken as already in [0, 1]; uint8 / uint16 images use the artifact's value range for
@@ -21,9 +22,9 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from cyclecmda.augment.artifact_checks import ArtifactError, check_meta, program_channels, read_pt2
-from cyclecmda.data.images import convert_channels
+from cyclecmda.data.images import convert_channels, from_model, to_model
 from cyclecmda.errors import short_reason
+from cyclecmda.export.artifact_checks import ArtifactError, check_meta, program_channels, read_pt2
 
 PathLike = Union[str, Path]
 __all__ = ["ArtifactError", "TranslatorArtifact", "load_artifact", "translate_unit", "translate_raw"]
@@ -157,14 +158,15 @@ class TranslatorArtifact:
 
 
 class PaddedNetwork(torch.nn.Module):
-    """A loaded network that takes any H and W: padded to what it takes, cropped back."""
+    """A network that takes any H and W: padded to what it takes (``pad_for``), cropped back.
+    Scriptable: the TorchScript export is this module around the generator."""
 
-    def __init__(self, net: torch.nn.Module, multiple: int, min_size: int) -> None:
+    def __init__(self, net: torch.nn.Module, multiple: int, min_size: int = 1) -> None:
         super().__init__()
-        self.net, self.multiple, self.min_size = net, multiple, min_size
+        self.net, self.multiple, self.min_size = net, int(multiple), int(min_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+        h, w = x.shape[-2], x.shape[-1]
         out = self.net(pad_for(x, self.multiple, self.min_size))
         return out[..., :h, :w] if out.dim() == 4 else out
 
@@ -196,14 +198,17 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
+def _padded(n: int, multiple: int, min_size: int) -> int:
+    return max((n + multiple - 1) // multiple, (min_size + multiple - 1) // multiple) * multiple
+
+
 def pad_for(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.Tensor:
     """``x`` padded at the bottom and right to sides that are multiples of ``multiple`` and at
     least ``min_size``: by reflection, as in training, where the image is large enough to reflect,
     else by replicating its edge."""
-    h, w = x.shape[-2:]
-    side = lambda n: max(-(-n // multiple) * multiple, -(-min_size // multiple) * multiple)  # noqa: E731
-    pad_h, pad_w = side(h) - h, side(w) - w
-    if not (pad_h or pad_w):
+    h, w = x.shape[-2], x.shape[-1]
+    pad_h, pad_w = _padded(h, multiple, min_size) - h, _padded(w, multiple, min_size) - w
+    if pad_h == 0 and pad_w == 0:
         return x
     mode = "reflect" if pad_h < h and pad_w < w else "replicate"
     return torch.nn.functional.pad(x, [0, pad_w, 0, pad_h], mode=mode)
@@ -293,7 +298,7 @@ def translate_unit(
     s = strength.to(device=unit.device, dtype=base.dtype).view(-1, 1, 1, 1)
     if bool((s <= 0).all()):
         return base
-    fake = artifact(convert_channels(unit, artifact.in_channels) * 2 - 1).add(1).div(2).clamp(0, 1)
+    fake = from_model(artifact(to_model(convert_channels(unit, artifact.in_channels))))
     fake = _with_channels(fake, channels, unit)
     if bool((s >= 1).all()):
         return fake

@@ -11,7 +11,8 @@ from helpers import make_images
 from PIL import Image
 
 from cyclecmda.config import load_config
-from cyclecmda.data.dataset import ResumableSampler, UnpairedDataset, build_dataset, build_loader, list_images
+from cyclecmda.data.dataset import ResumableSampler, UnpairedDataset, build_dataset, build_loader
+from cyclecmda.data.domain import list_images
 from cyclecmda.data.images import convert_channels, probe_image, read_image, to_channels, write_image
 from cyclecmda.errors import DataError
 

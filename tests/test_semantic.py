@@ -17,7 +17,9 @@ from helpers import overrides_of, run_child, scalars, write_labels
 from cyclecmda.config import load_config
 from cyclecmda.errors import ConfigError
 from cyclecmda.method.cyclegan import CycleGAN
-from cyclecmda.method.semantic import SemanticLoss, cross_entropy, score, shape_view
+from cyclecmda.method.losses import cross_entropy, score
+from cyclecmda.method.semantic import SemanticLoss
+from cyclecmda.method.views import shape_view
 from cyclecmda.train.checkpoint import load_checkpoint
 from cyclecmda.train.tracking import TrainingDiverged
 from cyclecmda.train.trainer import Trainer, train
@@ -183,7 +185,6 @@ def test_task_downsample_is_checked_against_the_crop(tiny_config, labelled):
 
 
 def test_shape_view_keeps_outlines_and_drops_colour_temperature_and_polarity():
-    from cyclecmda.method.semantic import shape_view
 
     torch.manual_seed(0)
     gray = torch.rand(2, 1, 16, 16) * 2 - 1
@@ -221,7 +222,6 @@ def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config
     total, losses = semantic.task_step(real_a, real_b, fake_a, fake_b, label_a, label_b)
     total.backward()
     assert all(p.grad is not None for p in semantic.outline.parameters())
-    from cyclecmda.method.semantic import shape_view
 
     assert torch.equal(seen[-1], shape_view(real_a))  # it learns from the outlines of labelled A images
     assert losses["pseudo_b"].item() == pytest.approx(1 / 3)  # closed gate: only B's own label
@@ -481,7 +481,7 @@ def test_exported_task_network_classifies_b_images_in_a_fresh_process(tiny_confi
 
 
 def test_agreement_of_views_is_the_mean_class_iou_of_their_predictions():
-    from cyclecmda.method.semantic import agreement
+    from cyclecmda.method.views import agreement
 
     same = torch.tensor([[0, 1, 2, 2], [0, 1, 2, 2]])
     assert agreement(same, 3).item() == 1.0
@@ -499,7 +499,7 @@ def test_agreement_of_views_is_the_mean_class_iou_of_their_predictions():
     assert agreement(torch.stack([a, b]), 2).item() == pytest.approx((8 / 16 + 0) / 2)
     # running counts, not a mean of batch values: a class that one view gives once in a batch
     # would sink that batch's mean by a whole class
-    from cyclecmda.method.semantic import agreement_of, overlap
+    from cyclecmda.method.views import agreement_of, overlap
 
     batches = [torch.tensor([[0, 0, 0, 1], [0, 0, 0, 0]]), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])]
     assert [round(agreement(g, 2).item(), 3) for g in batches] == [0.375, 0.375]

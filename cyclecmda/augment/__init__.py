@@ -7,7 +7,8 @@
 """
 
 from cyclecmda.augment.albu import CycleGANTranslate, SynthesizeModality
-from cyclecmda.augment.multimodal import CrossModalMixup, ModalityDropout, MultiModalCompose, Synthesis
+from cyclecmda.augment.modalities import CrossModalMixup, ModalityDropout
+from cyclecmda.augment.multimodal import MultiModalCompose, Synthesis
 from cyclecmda.augment.tv import CycleGANTranslateV2
 from cyclecmda.export.artifact import ArtifactError, TranslatorArtifact, load_artifact
 

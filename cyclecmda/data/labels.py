@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from cyclecmda.errors import DataError
 from cyclecmda.data.images import _open_header, probe_image
+from cyclecmda.errors import DataError
 
 IGNORE = 255  # mask value of pixels that carry no class
 NO_LABEL = -1  # label of an image without one (a domain or split that has no labels)

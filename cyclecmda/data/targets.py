@@ -9,7 +9,7 @@ import cv2
 import torch
 
 from cyclecmda.config import DataConfig, DomainConfig
-from cyclecmda.data.dataset import class_order
+from cyclecmda.data.domain import class_order
 from cyclecmda.data.images import probe_image
 from cyclecmda.data.labels import IGNORE, NO_LABEL, ClassOrder, DomainLabels, read_mask
 from cyclecmda.errors import DataError

@@ -22,33 +22,28 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from cyclecmda.config import Config, DataConfig, DomainConfig
-from cyclecmda.data.dataset import DomainFiles, ValueRange, build_domain, class_order
+from cyclecmda.data.domain import DomainFiles, ValueRange, build_domain, class_order
 from cyclecmda.data.images import convert_channels, to_model
-from cyclecmda.data.labels import IGNORE, ClassOrder, read_mask
+from cyclecmda.data.labels import ClassOrder, read_mask
 from cyclecmda.errors import ConfigError, DataError, unknown
+from cyclecmda.evaluate.task_model import BETAS, Labelled, ModelFactory, build_model, check_model, train_and_score
 from cyclecmda.export.artifact import TranslatorArtifact, load_artifact, to_unit, translate_unit
-from cyclecmda.method.semantic import score
 from cyclecmda.models.task import (
     DEFAULT_TASK_NETWORK,
     TASK_KINDS,
-    TASK_NETWORKS,
     TORCHVISION_PREFIX,
     TaskNetwork,
-    load_fitting,
 )
 
 PathLike = Union[str, Path]
-ModelFactory = Callable[[int, int], nn.Module]
 Artifacts = Union[PathLike, Sequence[PathLike], Mapping[str, PathLike]]
 
 ARM_KINDS = ("as_is", "translated", "real_b")
@@ -59,21 +54,8 @@ DEFAULT_LR = {"class": 1e-3, "mask": 2e-3}
 # cyclecmda downstream").
 DEFAULT_EPOCHS = {"class": 80, "mask": 100}
 DEFAULT_SEEDS = (0, 1, 2)
-BETAS = (0.9, 0.999)
 
 __all__ = ["ARM_KINDS", "DEFAULT_EPOCHS", "Labelled", "format_table", "measure", "train_and_score"]
-
-
-@dataclass
-class Labelled:
-    """Images ``(N, C, S, S)`` float32 in [-1, 1] and their targets: ``(N,)`` class indices, or
-    ``(N, S, S)`` mask classes (255 where ignored), int64."""
-
-    images: torch.Tensor
-    targets: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 @dataclass
@@ -190,98 +172,6 @@ def _translate(raw_a: torch.Tensor, artifact: TranslatorArtifact, b_range: Value
     return torch.cat(out)
 
 
-# --- models ---------------------------------------------------------------------------------------
-
-
-def _check_model(name: str, task: str) -> None:
-    """Refuse a model name that is neither registered nor a torchvision model of the task's kind."""
-    if name.startswith(TORCHVISION_PREFIX):
-        import torchvision
-
-        model = name[len(TORCHVISION_PREFIX):]
-        segmentation = torchvision.models.list_models(module=torchvision.models.segmentation)
-        if model not in torchvision.models.list_models():
-            raise ConfigError(f"--model '{name}' is not a torchvision model; e.g. {TORCHVISION_PREFIX}resnet18, "
-                              f"{TORCHVISION_PREFIX}lraspp_mobilenet_v3_large.")
-        if (task == "mask") != (model in segmentation):
-            wanted = "a segmentation model" if task == "mask" else "a classification model"
-            raise ConfigError(f"--model '{name}': --task {task} needs {wanted}, and '{model}' is not one.")
-    elif name not in TASK_NETWORKS:
-        valid = [*TASK_NETWORKS.names(), f"{TORCHVISION_PREFIX}<model name>"]
-        raise ConfigError(f"--model '{name}' is not a task network; valid: {', '.join(valid)}.")
-
-
-def _build(model: Union[str, ModelFactory], task: str, in_channels: int, num_classes: int, width: int,
-           weights: str) -> nn.Module:
-    if callable(model):
-        net = model(in_channels, num_classes)
-    else:
-        net = TaskNetwork(model, task, in_channels, num_classes, width)
-    if weights:
-        load_fitting(net, Path(weights), "--weights")
-    return net
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> List[torch.Tensor]:
-    """A shuffled epoch in batches; a last batch of one joins the one before (batch norm cannot
-    train on a single image)."""
-    batches = list(torch.randperm(n, generator=generator).split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2:] = [torch.cat(batches[-2:])]
-    return batches
-
-
-def train_and_score(
-    train: Labelled,
-    test: Labelled,
-    task: str,
-    num_classes: int,
-    seed: int,
-    epochs: int,
-    model: Union[str, ModelFactory] = "small_classifier",
-    width: int = 16,
-    weights: str = "",
-    lr: float = 1e-3,
-    batch_size: int = 32,
-    device: str = "cpu",
-    on_epoch: Optional[Callable[[int, Callable[[], float]], None]] = None,
-) -> float:
-    """Train a fresh model on ``train`` (Adam, random horizontal flips) and return its test score:
-    accuracy (``task="class"``) or mean IoU over the classes present (``"mask"``).
-
-    ``on_epoch(epoch, score_now)`` is called after every epoch (``score_now()`` scores the model
-    as it is then)."""
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    net = _build(model, task, train.images.shape[1], num_classes, width, weights).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=BETAS)
-    ignore = IGNORE if task == "mask" else -1
-    xs, ys = train.images.to(device), train.targets.to(device)
-
-    def score_now() -> float:
-        net.eval()
-        with torch.no_grad():
-            logits = torch.cat([net(b.to(device)).float().cpu() for b in test.images.split(64)])
-        net.train()
-        return score(logits, test.targets, task, num_classes)
-
-    for epoch in range(1, epochs + 1):
-        net.train()
-        for idx in _batches(len(xs), batch_size, generator):
-            flip = (torch.rand(len(idx), generator=generator) < 0.5).to(device)
-            batch = torch.where(flip.view(-1, 1, 1, 1), xs[idx].flip(-1), xs[idx])
-            target = ys[idx]
-            if task == "mask":
-                target = torch.where(flip.view(-1, 1, 1), target.flip(-1), target)
-            loss = F.cross_entropy(net(batch), target, ignore_index=ignore)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if on_epoch is not None:
-            on_epoch(epoch, score_now)
-    return score_now()
-
-
 # --- the measurement ------------------------------------------------------------------------------
 
 
@@ -359,7 +249,7 @@ def measure(
     kinds = _choose_arms(arms, translators, b_key, bool(data.b.root and b_labels))
     model = model or DEFAULT_TASK_NETWORK[task]
     if isinstance(model, str):
-        _check_model(model, task)
+        check_model(model, task)
     width = width or DEFAULT_WIDTH[task]
     epochs = epochs if epochs is not None else DEFAULT_EPOCHS[task]
     lr = lr or DEFAULT_LR[task]
@@ -436,7 +326,7 @@ def measure(
 def _model_record(model: Union[str, ModelFactory], task: str, in_channels: int, num_classes: int, width: int,
                   weights: str) -> Dict[str, Any]:
     """What the model was: its name and arguments (a task network's spec), weights file, size."""
-    probe = _build(model, task, in_channels, num_classes, width, "")
+    probe = build_model(model, task, in_channels, num_classes, width, "")
     if isinstance(probe, TaskNetwork):
         name, args = probe.spec["name"], dict(probe.spec["args"])
         if name.startswith(TORCHVISION_PREFIX):

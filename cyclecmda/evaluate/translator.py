@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from cyclecmda.config import DataConfig, config_from_dict
-from cyclecmda.data.dataset import DomainFiles, ValueRange, build_pipeline, list_images, to_tensor
+from cyclecmda.data.dataset import build_pipeline, to_tensor
+from cyclecmda.data.domain import DomainFiles, ValueRange, list_images
 from cyclecmda.data.images import LIMIT_SETTING, MAX_IMAGE_PIXELS, from_model
 from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.evaluate.metrics import FeatureExtractor, fid_kid, psnr, ssim

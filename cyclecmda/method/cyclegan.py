@@ -15,6 +15,7 @@ from cyclecmda.method.image_pool import ImagePool
 from cyclecmda.method.losses import GANLoss, PatchProjector, gradient_penalty, patch_nce_loss
 from cyclecmda.method.semantic import SemanticLoss
 from cyclecmda.models import create_discriminator, create_generator
+from cyclecmda.models.generators import size_multiple
 from cyclecmda.models.layers import init_weights
 
 Tensors = Dict[str, torch.Tensor]
@@ -169,6 +170,15 @@ class CycleGAN(nn.Module):
                 "lambda_identity": c.lambda_identity}
 
     @torch.no_grad()
+    def check_crop_size(self, crop_size: int) -> None:
+        """The generators take sides that are multiples of their size multiple: refuse other crops."""
+        multiple = size_multiple(self.gen_ab)
+        if crop_size % multiple:
+            raise ConfigError(
+                f"data.crop_size ({crop_size}) must be a multiple of {multiple} for model.gen.arch="
+                f"{self.model_cfg.gen.arch}; use e.g. data.crop_size={max(multiple, crop_size // multiple * multiple)}."
+            )
+
     def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> Dict[str, Tuple[List[torch.Tensor], List[str]]]:
         """What the image grids show, per direction: rows of images (real, translated,
         reconstructed, and the identity map when it is trained) and their titles."""

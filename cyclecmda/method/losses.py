@@ -1,4 +1,5 @@
-"""Adversarial losses, the WGAN-GP gradient penalty and the patch contrastive (PatchNCE) loss.
+"""Adversarial losses, the WGAN-GP gradient penalty, the patch contrastive (PatchNCE) loss, and the
+label losses and scores of the semantic term and `cyclecmda downstream`.
 
 Cycle-consistency and identity losses are plain L1: ``torch.nn.functional.l1_loss``.
 """
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cyclecmda.data.targets import ignore_index
 from cyclecmda.errors import unknown
 
 GAN_MODES: Tuple[str, ...] = ("lsgan", "vanilla", "hinge", "wgangp")
@@ -148,3 +150,39 @@ def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, temperature: float = 
     logits = torch.bmm(query, key.transpose(1, 2)) / temperature  # (N, P, P); the diagonal holds the positives
     target = torch.arange(query.shape[1], device=query.device).expand(query.shape[0], -1)
     return F.cross_entropy(logits.flatten(0, 1), target.flatten())
+
+
+# --- label losses and scores (the semantic term, cyclecmda downstream) ---------------------------------
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int, balance: bool = False) -> torch.Tensor:
+    """Mean cross-entropy over the labelled entries (0, not NaN, when none is labelled); with
+    ``balance``, the mean over the classes present of each class's mean."""
+    valid = target != ignore
+    labelled = valid.sum().clamp(min=1)
+    weight = None
+    if balance:  # class counts without boolean indexing: no host sync on a GPU
+        counts = torch.zeros(logits.shape[1], device=logits.device).scatter_add_(
+            0, torch.where(valid, target, 0).flatten(), valid.flatten().float())
+        present = (counts > 0).sum().clamp(min=1)
+        weight = labelled / (present * counts.clamp(min=1))
+    total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore, reduction="sum")
+    return total / labelled
+
+
+def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: int) -> float:
+    """Accuracy (classes) or mean IoU over the classes present (masks) of predictions on the
+    labelled entries (NaN where none is labelled)."""
+    ignore = ignore_index(kind)
+    pred, keep = logits.argmax(1), target != ignore
+    if not bool(keep.any()):
+        return float("nan")
+    if kind == "class":
+        return float((pred[keep] == target[keep]).float().mean())
+    pred, target = pred[keep], target[keep]
+    ious = []
+    for c in range(num_classes):
+        union = ((pred == c) | (target == c)).sum()
+        if union:
+            ious.append(float(((pred == c) & (target == c)).sum()) / float(union))
+    return sum(ious) / len(ious)

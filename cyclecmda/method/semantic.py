@@ -57,10 +57,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda.config import Config, SemanticConfig, TaskConfig
-from cyclecmda.data.dataset import DomainFiles
+from cyclecmda.data.domain import DomainFiles
 from cyclecmda.data.targets import ignore_index
 from cyclecmda.errors import CheckpointError
+from cyclecmda.method.losses import cross_entropy, score
 from cyclecmda.method.replay import ReplayMemory
+from cyclecmda.method.views import agreement, agreement_of, overlap, shape_view, view_networks
 from cyclecmda.models.task import DEFAULT_TASK_NETWORK, TaskNetwork
 
 Tensors = Dict[str, torch.Tensor]
@@ -69,100 +71,12 @@ EMA_DECAY = 0.9  # of the running losses and agreement counts that gate the gene
 # loss.semantic.confidence: None by kind; at 0.9 a segmenter's sure pixels on real B were nearly all
 # background, and the judge, learning from them, labelled everything background (docs/experiments.md)
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
-_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
-__all__ = ["SemanticLoss", "agreement", "agreement_of", "build_semantic", "overlap",
-           "score", "shape_view"]
-
-# the network behind each view of real B (``source`` reads the image's translation to A); a second
-# ``shape`` view is a second, independently initialised outline network
-VIEW_NETWORKS = {"shape": "outline", "translations": "downstream", "source": "task_a"}
-
-
-def view_networks(views: List[str]) -> List[str]:
-    """The task network behind each view: ``outline``, ``outline_2`` for a repeated ``shape``."""
-    names = []
-    for i, view in enumerate(views):
-        repeat = views[:i].count(view)
-        names.append(VIEW_NETWORKS[view] + (f"_{repeat + 1}" if repeat else ""))
-    return names
-
-
+__all__ = ["SemanticLoss", "build_semantic"]
 
 def task_arch(kind: str, task: TaskConfig) -> str:
     """The task networks' architecture: ``model.task.arch``, by kind for ``auto``."""
     return task.arch if task.arch != "auto" else DEFAULT_TASK_NETWORK[kind]
-
-
-def _standardise(x: torch.Tensor) -> torch.Tensor:
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
-
-
-def shape_view(images: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W): the edges of images of any domain and channel count, each standardised: the
-    Sobel gradient magnitude of the image's channel mean after scaling it to zero mean and unit
-    deviation. What it keeps (outlines) does not depend on colours, temperatures or their polarity."""
-    gray = _standardise(images.float().mean(dim=1, keepdim=True))
-    kernel = torch.stack([_SOBEL, _SOBEL.t()]).unsqueeze(1).to(gray.device)
-    grad = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernel)
-    return _standardise(grad.square().sum(dim=1, keepdim=True).add(1e-6).sqrt())
-
-
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int, balance: bool = False) -> torch.Tensor:
-    """Mean cross-entropy over the labelled entries (0, not NaN, when none is labelled); with
-    ``balance``, the mean over the classes present of each class's mean."""
-    valid = target != ignore
-    labelled = valid.sum().clamp(min=1)
-    weight = None
-    if balance:  # class counts without boolean indexing: no host sync on a GPU
-        counts = torch.zeros(logits.shape[1], device=logits.device).scatter_add_(
-            0, torch.where(valid, target, 0).flatten(), valid.flatten().float())
-        present = (counts > 0).sum().clamp(min=1)
-        weight = labelled / (present * counts.clamp(min=1))
-    total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore, reduction="sum")
-    return total / labelled
-
-
-def score(logits: torch.Tensor, target: torch.Tensor, kind: str, num_classes: int) -> float:
-    """Accuracy (classes) or mean IoU over the classes present (masks) of predictions on the
-    labelled entries (NaN where none is labelled)."""
-    ignore = ignore_index(kind)
-    pred, keep = logits.argmax(1), target != ignore
-    if not bool(keep.any()):
-        return float("nan")
-    if kind == "class":
-        return float((pred[keep] == target[keep]).float().mean())
-    pred, target = pred[keep], target[keep]
-    ious = []
-    for c in range(num_classes):
-        union = ((pred == c) | (target == c)).sum()
-        if union:
-            ious.append(float(((pred == c) & (target == c)).sum()) / float(union))
-    return sum(ious) / len(ious)
-
-
-def overlap(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(2, K): for each class, how many entries every view gives it, and how many any view gives
-    it. ``guesses`` (V, ...) holds each view's predicted classes of the same entries; ``weight``
-    (the entries' shape) counts some entries only."""
-    hits = F.one_hot(guesses.flatten(1), num_classes).bool()  # (V, M, K)
-    counted = torch.ones(hits.shape[1], device=guesses.device) if weight is None else weight.flatten().float()
-    return torch.stack([(hits.all(0).float() * counted[:, None]).sum(0), (hits.any(0).float() * counted[:, None]).sum(0)])
-
-
-def agreement_of(counts: torch.Tensor) -> torch.Tensor:
-    """The mean, over the classes some view gives, of ``overlap``'s intersection over union (1 where
-    no view gives any class, or for a single view). No host sync."""
-    inter, union = counts
-    present = union > 0
-    ratio = torch.where(present, inter / union.clamp(min=1e-9), torch.zeros_like(union))
-    return torch.where(present.any(), ratio.sum() / present.sum().clamp(min=1), torch.ones_like(ratio.sum()))
-
-
-def agreement(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """How much views agree on a set of entries: ``agreement_of(overlap(...))``."""
-    return agreement_of(overlap(guesses, num_classes, weight))
 
 
 class SemanticLoss(nn.Module):

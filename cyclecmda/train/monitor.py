@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, TextIO
+from typing import Any, Dict, List, Mapping, Optional, TextIO, Tuple
 
 import numpy as np
 import torch
@@ -93,9 +93,17 @@ class Monitor:
     def text(self, tag: str, text: str, step: int = 0) -> None:
         self.writer.add_text(tag, text, step)
 
-    def hparams(self, hparams: Dict[str, Any], metrics: Dict[str, float]) -> None:
+    def grids(self, grids: Mapping[str, Tuple[List[torch.Tensor], List[str]]], step: int) -> None:
+        """Each direction's image grid (rows of images and their names), titled, under images/<direction>."""
+        for direction, (rows, names) in grids.items():
+            title = f"{direction[0].upper()} -> {direction[-1].upper()}, step {step}"
+            self.image(f"images/{direction}", image_grid(rows, names, title), step)
+
+    def hparams(self, hparams: Dict[str, Any], values: Mapping[str, float]) -> None:
+        """The run's hyperparameters beside its final losses (``final/<loss>``)."""
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
-        self.writer.add_hparams(clean, metrics, run_name="hparams")
+        final = {f"final/{k.replace('/', '_')}": v for k, v in values.items() if k.startswith(("loss/", "disc/"))}
+        self.writer.add_hparams(clean, final, run_name="hparams")
 
     def progress(self, step: int, values: Mapping[str, float], advance: int) -> None:
         """Update the bar by `advance` steps, or print a plain line when not on a terminal."""

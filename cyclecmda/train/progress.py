@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, Mapping
 import torch
 
 from cyclecmda.config import OptimConfig, TrainConfig
+from cyclecmda.errors import DataError
 
 __all__ = ["LRSchedule", "Progress", "RunPlan"]
 
@@ -61,6 +62,11 @@ class RunPlan:
         self.steps_per_epoch = self.per_rank // batch_size
         self.epochs = train.n_epochs + train.n_epochs_decay  # 0: only max_steps ends the run
         self.max_steps = train.max_steps
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"data.batch_size ({batch_size}) is larger than the {self.per_rank} images each of "
+                f"{world_size} process(es) gets from the dataset ({dataset_len} images); lower data.batch_size."
+            )
 
     def rank_start(self, progress: Progress) -> int:
         """Where in its share of the epoch each process starts (resumed runs start mid-epoch)."""

@@ -11,28 +11,23 @@ import resource
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from cyclecmda import __version__
-from cyclecmda.config import Config, save_config, to_dict, to_yaml
-from cyclecmda.data.dataset import ResumableSampler, ValueRange, build_dataset, build_loader
+from cyclecmda.config import Config, save_config, to_yaml
+from cyclecmda.data.dataset import ResumableSampler, build_dataset, build_loader
 from cyclecmda.data.demo import ensure_demo_data
+from cyclecmda.data.domain import ValueRange
 from cyclecmda.data.targets import batch_targets
 from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
 from cyclecmda.files import ensure_writable_dir
 from cyclecmda.method.cyclegan import CycleGAN
 from cyclecmda.method.semantic import build_semantic
-from cyclecmda.models.generators import size_multiple
 from cyclecmda.stopping import StopRequest, blocked_stop_signals
 from cyclecmda.train.checkpoint import (
-    FORMAT,
-    FORMAT_VERSION,
-    CheckpointError,
     load_checkpoint,
     remove_stale_temporaries,
-    rng_state,
     set_rng_state,
 )
 from cyclecmda.train.devices import pick_device, rank_seed, resolve_precision, seed_everything
@@ -42,10 +37,11 @@ from cyclecmda.train.distributed import (
     init_process_group,
     step_objectives,
 )
-from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer, image_grid
-from cyclecmda.train.optim import adam, adam_kernels, restore_optimizer
+from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer
+from cyclecmda.train.optim import adam, adam_kernels
 from cyclecmda.train.progress import LRSchedule, Progress, RunPlan
 from cyclecmda.train.run_folder import BestMetric, RunCheckpoints
+from cyclecmda.train.state import checkpoint_state, restore_training, resume_path
 from cyclecmda.train.tracking import LossTracker, check_losses, check_state
 from cyclecmda.train.validation import Validation, grid_samples
 
@@ -85,12 +81,6 @@ class Trainer:
         self.sampler = ResumableSampler(len(self.dataset), shuffle=True, seed=cfg.run.seed,
                                         rank=self.dist.rank, world_size=self.dist.world_size)
         self.plan = RunPlan(len(self.dataset), cfg.data.batch_size, self.dist.world_size, cfg.train)
-        if self.plan.steps_per_epoch == 0:
-            raise DataError(
-                f"data.batch_size ({cfg.data.batch_size}) is larger than the {self.plan.per_rank} images each of "
-                f"{self.dist.world_size} process(es) gets from the dataset ({len(self.dataset)} images); "
-                "lower data.batch_size."
-            )
         pin = cfg.data.pin_memory and self.device.type == "cuda"
         self.loader = build_loader(self.dataset, cfg.data, self.sampler, pin_memory=pin)
 
@@ -98,12 +88,7 @@ class Trainer:
         t = cfg.train
         semantic = build_semantic(cfg, self.dataset.a)
         self.model = CycleGAN(cfg.model, cfg.loss, cfg.data.a.channels, cfg.data.b.channels, semantic).to(self.device)
-        multiple = size_multiple(self.model.gen_ab)
-        if cfg.data.crop_size % multiple:
-            raise ConfigError(
-                f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for model.gen.arch="
-                f"{cfg.model.gen.arch}; use e.g. data.crop_size={max(multiple, cfg.data.crop_size // multiple * multiple)}."
-            )
+        self.model.check_crop_size(cfg.data.crop_size)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         if t.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -134,7 +119,7 @@ class Trainer:
         self.last_values: Dict[str, float] = {}
 
         self.best = BestMetric(t.best_metric, t.best_mode)
-        resume_from = self._resume_path()
+        resume_from = resume_path(t.resume, self.run_dir)
         if resume_from is None and (self.run_dir / "latest.pt").is_file():
             raise ConfigError(
                 f"{self.run_dir} already holds a run (latest.pt); set train.resume=auto to continue it, "
@@ -160,24 +145,12 @@ class Trainer:
     def step(self) -> int:
         return self.progress.step
 
-    def optimizers(self) -> List[torch.optim.Optimizer]:
+    def named_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
         """The optimizers of this run: generators, discriminators and, with labels, task networks."""
-        return [opt for opt in (self.opt_gen, self.opt_disc, self.opt_task) if opt is not None]
+        named = {"gen": self.opt_gen, "disc": self.opt_disc, "task": self.opt_task}
+        return {name: opt for name, opt in named.items() if opt is not None}
 
     # --- set-up helpers -------------------------------------------------------------------
-
-    def _resume_path(self) -> Optional[Path]:
-        resume = self.cfg.train.resume
-        if not resume:
-            return None
-        if resume == "auto":
-            latest = self.run_dir / "latest.pt"
-            return latest if latest.is_file() else None
-        path = Path(resume)
-        if not path.is_file():
-            raise CheckpointError(f"train.resume: checkpoint '{resume}' does not exist "
-                                  "(use train.resume=auto to continue a run if it has one).")
-        return path
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -240,7 +213,8 @@ class Trainer:
 
     def _check_state_finite(self) -> None:
         """Raise TrainingDiverged if a parameter, buffer or optimizer moment is NaN/Inf (a host sync)."""
-        check_state(self.model.trained_modules().values(), self.optimizers(), self.step, self.dist, self.checkpoints)
+        check_state(self.model.trained_modules().values(), self.named_optimizers().values(), self.step, self.dist,
+                    self.checkpoints)
 
     # --- logging --------------------------------------------------------------------------
 
@@ -269,9 +243,7 @@ class Trainer:
         with self._autocast():
             grids = self.model.visuals(self._to_device(self.samples["a"]), self._to_device(self.samples["b"]))
         self.model.train()
-        for direction, (rows, names) in grids.items():
-            title = f"{direction[0].upper()} -> {direction[-1].upper()}, step {self.step}"
-            monitor.image(f"images/{direction}", image_grid(rows, names, title), self.step)
+        monitor.grids(grids, self.step)
 
     @torch.no_grad()
     def validate(self, monitor: Monitor) -> Dict[str, float]:
@@ -299,29 +271,11 @@ class Trainer:
     # --- checkpoints ----------------------------------------------------------------------
 
     def state_dict(self) -> Dict[str, Any]:
-        cfg = self.cfg
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "package_version": __version__,
-            "config": to_dict(cfg),
-            "networks": self.model.specs,
-            "state": {name: net.state_dict() for name, net in self.model.networks().items()},
-            "auxiliary": {name: module.state_dict() for name, module in self.model.auxiliary().items()},
-            "optimizers": {"gen": self.opt_gen.state_dict(), "disc": self.opt_disc.state_dict(),
-                           **({"task": self.opt_task.state_dict()} if self.opt_task is not None else {})},
-            "semantic": None if self.model.semantic is None else self.model.semantic.checkpoint_state(),
-            "scaler": self.scaler.state_dict(),
-            "pools": {k: p.state_dict() for k, p in self.model.pools.items()},
-            "progress": {**self.progress.state_dict(), "best_value": self.best.value,
-                         "world_size": self.dist.world_size, "batch_size": self.cfg.data.batch_size},
-            "value_ranges": {
-                "a": [self.dataset.a.value_range.lo, self.dataset.a.value_range.hi],
-                "b": [self.dataset.b.value_range.lo, self.dataset.b.value_range.hi],
-            },
-            "rng": rng_state(),
-            "metrics": dict(self.last_values),
-        }
+        progress = {**self.progress.state_dict(), "best_value": self.best.value,
+                    "world_size": self.dist.world_size, "batch_size": self.cfg.data.batch_size}
+        ranges = {"a": self.dataset.a.value_range, "b": self.dataset.b.value_range}
+        return checkpoint_state(self.cfg, self.model, self.named_optimizers(), self.scaler, progress, ranges,
+                                self.last_values)
 
     def save(self) -> Path:
         """Write step_<N>.pt and latest.pt atomically, then prune old step files (rank 0 writes).
@@ -344,16 +298,7 @@ class Trainer:
         Returns the stored RNG states, which the caller restores once set-up is complete.
         """
         ckpt = load_checkpoint(path)
-        self.model.load_checkpoint(ckpt, str(path))
-        if self.model.semantic is not None:
-            assert self.opt_task is not None
-            restore_optimizer(self.opt_task, ckpt["optimizers"]["task"])
-        restore_optimizer(self.opt_gen, ckpt["optimizers"]["gen"])
-        restore_optimizer(self.opt_disc, ckpt["optimizers"]["disc"])
-        if ckpt["scaler"] and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler"])
-        for k, pool in self.model.pools.items():
-            pool.load_state_dict(ckpt["pools"][k])
+        restore_training(ckpt, str(path), self.model, self.named_optimizers(), self.scaler)
         stored = ckpt["progress"]
         self.progress = Progress.from_checkpoint(stored, int(ckpt["config"]["data"]["batch_size"]))
         self.best.value = stored.get("best_value")
@@ -452,22 +397,13 @@ class Trainer:
                         folders = export_checkpoint(checkpoint, self.run_dir / "export", formats=t.export_formats,
                                                     task=self.model.semantic is not None, overwrite=True)
                         monitor.message(f"exported translators: {', '.join(str(f) for f in folders)}")
-                    monitor.hparams(_hparams(cfg, self.precision, self.model.hparams()), {f"final/{k.replace('/', '_')}": v
-                                                    for k, v in self.last_values.items() if k.startswith(("loss/", "disc/"))})
+                    hparams = {**self.model.hparams(), "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size,
+                               "crop_size": cfg.data.crop_size, "precision": self.precision}
+                    monitor.hparams(hparams, self.last_values)
                 self.dist.barrier()  # the other ranks wait for rank 0's checkpoint and export
             return TrainResult(self.run_dir, self.step, checkpoint, interrupted, dict(self.last_values))
         finally:
             monitor.close()
-
-
-def _hparams(cfg: Config, precision: str, method: Dict[str, Any]) -> Dict[str, Any]:
-    return {
-        **method,
-        "lr": cfg.optim.lr,
-        "batch_size": cfg.data.batch_size,
-        "crop_size": cfg.data.crop_size,
-        "precision": precision,
-    }
 
 
 def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> TrainResult:

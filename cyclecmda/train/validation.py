@@ -8,7 +8,8 @@ from typing import Any, Dict, Optional
 import torch
 
 from cyclecmda.config import Config
-from cyclecmda.data.dataset import UnpairedDataset, ValueRange, build_dataset, build_pipeline
+from cyclecmda.data.dataset import UnpairedDataset, build_dataset, build_pipeline
+from cyclecmda.data.domain import ValueRange
 from cyclecmda.data.targets import test_targets
 from cyclecmda.errors import DataError
 from cyclecmda.evaluate.translator import compute_metrics, load_test_images

@@ -3,15 +3,12 @@ thermal frame and the label masks, each a deterministic function of the scene.""
 
 from __future__ import annotations
 
-import colorsys
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
 
 from cyclecmda.data.demo.scenes import B_RANGE, TEMPERATURE_RANGE_C, Scene, SceneObject, Texture, sample_scene
-
 
 # --------------------------------------------------------------------------------------------
 # Geometry: soft (anti-aliased) part masks from signed distances

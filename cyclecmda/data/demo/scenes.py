@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
-import cv2
 import numpy as np
 
 CLASS_NAMES: Tuple[str, ...] = ("person", "car", "tree", "animal")

@@ -23,13 +23,8 @@ bytes.
 
 from __future__ import annotations
 
-import argparse
-import colorsys
 import csv
-import dataclasses
-import functools
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -38,9 +33,8 @@ import cv2
 import numpy as np
 
 from cyclecmda.data.demo import MAX_COUNT, _check_int, _remove_stale, _write_png, demo_scene
-from cyclecmda.data.demo.render import _grid, _horizon_mask, _parts, render_visible, scene_mask
+from cyclecmda.data.demo.render import render_visible, scene_mask
 from cyclecmda.data.demo.scenes import CLASS_NAMES, SPLITS, Scene
-from cyclecmda.errors import CycleCMDAError, ConfigError
 from cyclecmda.data.pairs.common import (
     _DIGIT,
     _DIGIT_CLASS,
@@ -66,6 +60,7 @@ from cyclecmda.data.pairs.digits import (
 )
 from cyclecmda.data.pairs.night import Lamp, NightLook, render_night, sample_night_look
 from cyclecmda.data.pairs.sketch import SketchStyle, render_sketch, sample_sketch_style
+from cyclecmda.errors import ConfigError
 
 __all__ = [
     "DIGIT_NAMES",

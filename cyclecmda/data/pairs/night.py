@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import colorsys
-import csv
 import dataclasses
-import functools
-import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np
 
-from cyclecmda.data.demo import MAX_COUNT, _check_int, _remove_stale, _write_png, demo_scene
-from cyclecmda.data.demo.render import _grid, _horizon_mask, _parts, render_visible, scene_mask
-from cyclecmda.data.demo.scenes import CLASS_NAMES, SPLITS, Scene
-from cyclecmda.errors import CycleCMDAError, ConfigError
+from cyclecmda.data.demo.render import _grid, _horizon_mask, render_visible
+from cyclecmda.data.demo.scenes import Scene
 from cyclecmda.data.pairs.common import RGB, _background_alpha, _hsv, _to_uint8
-
 
 # --------------------------------------------------------------------------------------------
 # night: the demo scenes at night through another camera

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import albumentations as A
 import numpy as np
@@ -37,6 +37,23 @@ def translate_batch(
     out = translate_raw(artifact, x, lambda unit: translate_unit(artifact, unit, s, keep_input_channels), units)
     pixels = out.permute(0, 2, 3, 1).cpu().numpy()
     return pixels[..., 0] if squeeze and pixels.shape[-1] == 1 else pixels
+
+
+def store_translation(transform: Any, artifact: Union[str, Path], strength: Strength, device: Optional[str],
+                      keep_input_channels: bool, units: str, runtime: str) -> None:
+    """The translation arguments of a transform, checked and stored under their own names (so that
+    albumentations' ``to_dict`` round-trips them); a wrong path or a missing file fails here, while
+    the network itself loads lazily, in the process that uses it. ``device`` None: the transform
+    runs where its input is (no ``device`` attribute)."""
+    transform.artifact = str(artifact)
+    transform.strength = strength
+    if device is not None:
+        transform.device = device
+    transform.keep_input_channels = keep_input_channels
+    transform.units = check_units(units)
+    transform.runtime = check_runtime(runtime, device)
+    transform._range = _strength_range(strength)
+    load_artifact(transform.artifact, runtime=transform.runtime)
 
 
 class CycleGANTranslate(A.ImageOnlyTransform):
@@ -74,15 +91,7 @@ class CycleGANTranslate(A.ImageOnlyTransform):
         p: float = 1.0,
     ) -> None:
         super().__init__(p=p)
-        self.artifact = str(artifact)
-        self.strength = strength
-        self.device = device
-        self.keep_input_channels = keep_input_channels
-        self.units = check_units(units)
-        self.runtime = check_runtime(runtime, device)
-        self._range = _strength_range(strength)
-        # fail early on a wrong path or a missing file; the network itself loads lazily
-        load_artifact(self.artifact, runtime=self.runtime)
+        store_translation(self, artifact, strength, device, keep_input_channels, units, runtime)
 
     def should_apply(self, force_apply: bool = False) -> bool:
         # in target units an image that is not translated must still leave in the target's units
@@ -134,16 +143,9 @@ class SynthesizeModality(A.ImageOnlyTransform):
         p: float = 1.0,
     ) -> None:
         super().__init__(p=1.0)
-        self.artifact = str(artifact)
         self.target = target
         self.source = source
-        self.strength = strength
-        self.device = device
-        self.keep_input_channels = keep_input_channels
-        self.units = check_units(units)
-        self.runtime = check_runtime(runtime, device)
-        self._range = _strength_range(strength)
-        load_artifact(self.artifact, runtime=self.runtime)
+        store_translation(self, artifact, strength, device, keep_input_channels, units, runtime)
 
     def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> Dict[str, Any]:
         if args:

@@ -10,8 +10,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2._utils import is_pure_tensor
 
-from cyclecmda.augment.albu import _strength_range
-from cyclecmda.export.artifact import check_runtime, check_units, load_artifact, translate_raw, translate_unit
+from cyclecmda.augment.albu import store_translation
+from cyclecmda.export.artifact import load_artifact, translate_raw, translate_unit
 
 
 class CycleGANTranslateV2(v2.Transform):
@@ -38,14 +38,8 @@ class CycleGANTranslateV2(v2.Transform):
         runtime: str = "torch",
     ) -> None:
         super().__init__()
-        self.artifact = str(artifact)
-        self.strength = strength
-        self.keep_input_channels = keep_input_channels
-        self.units = check_units(units)
         self.p = p
-        self.runtime = check_runtime(runtime)
-        self._range = _strength_range(strength)
-        load_artifact(self.artifact, runtime=self.runtime)
+        store_translation(self, artifact, strength, None, keep_input_channels, units, runtime)
 
     def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
         images = [x for x, needed in zip(flat_inputs, self._needs_transform_list(flat_inputs)) if needed]

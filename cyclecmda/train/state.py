@@ -11,17 +11,22 @@ import torch
 from cyclecmda import __version__
 from cyclecmda.config import Config, to_dict
 from cyclecmda.data.domain import ValueRange
+from cyclecmda.errors import ConfigError
 from cyclecmda.method.cyclegan import CycleGAN
 from cyclecmda.train.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, rng_state
 from cyclecmda.train.optim import restore_optimizer
 
 
 def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
-    """The checkpoint ``train.resume`` names: None for a fresh run (or ``auto`` without latest.pt)."""
+    """The checkpoint ``train.resume`` names: None for a fresh run (or ``auto`` without latest.pt).
+    A fresh run never starts in a run folder that holds one."""
+    latest = run_dir / "latest.pt"
     if not resume:
+        if latest.is_file():
+            raise ConfigError(f"{run_dir} already holds a run (latest.pt); set train.resume=auto to continue it, "
+                              "or choose another run.name or run.out_dir for a new one.")
         return None
     if resume == "auto":
-        latest = run_dir / "latest.pt"
         return latest if latest.is_file() else None
     path = Path(resume)
     if not path.is_file():

@@ -20,7 +20,7 @@ from cyclecmda.data.dataset import ResumableSampler, build_dataset, build_loader
 from cyclecmda.data.demo import ensure_demo_data
 from cyclecmda.data.domain import ValueRange
 from cyclecmda.data.targets import batch_targets
-from cyclecmda.errors import ConfigError, CycleCMDAError, DataError
+from cyclecmda.errors import CycleCMDAError, DataError
 from cyclecmda.files import ensure_writable_dir
 from cyclecmda.method.cyclegan import CycleGAN
 from cyclecmda.method.semantic import build_semantic
@@ -120,11 +120,6 @@ class Trainer:
 
         self.best = BestMetric(t.best_metric, t.best_mode)
         resume_from = resume_path(t.resume, self.run_dir)
-        if resume_from is None and (self.run_dir / "latest.pt").is_file():
-            raise ConfigError(
-                f"{self.run_dir} already holds a run (latest.pt); set train.resume=auto to continue it, "
-                "or choose another run.name or run.out_dir for a new one."
-            )
         rng = self.load(resume_from) if resume_from is not None else None
         self.plan.align(self.progress)
         self.total_steps = self.plan.total_steps(self.progress)

@@ -57,6 +57,11 @@ class DomainConfig:
     masks: str = ""  # folder of 1-channel label PNGs named like root's images (class per pixel, 255 ignore)
     test_labels: str = ""  # the same for test_root's images
     test_masks: str = ""
+    # Object boxes of root's images: a COCO .json file, or a folder of YOLO .txt or Pascal VOC .xml
+    # files named like the images (docs/data.md, "Boxes"); the layout from the path unless boxes_format says.
+    boxes: str = ""
+    test_boxes: str = ""  # the same for test_root's images
+    boxes_format: str = "auto"  # auto | coco | yolo | voc
 
 
 @dataclass
@@ -229,6 +234,8 @@ LABEL_SCORES_B = ("downstream_b", "judge_real_b", "outline_real_b", "agreement_r
 LABEL_SCORES_A = ("task_real_a", "judge_fake_b")
 HIGHER_IS_BETTER = ("psnr", "ssim", *LABEL_SCORES_B, *LABEL_SCORES_A)
 
+BOX_FORMATS = ("auto", "coco", "yolo", "voc")  # data.*.boxes_format
+
 # the views of unlabelled real B that loss.semantic.pseudo_labels may combine
 PSEUDO_LABEL_VIEWS = ("shape", "translations", "source")
 
@@ -240,6 +247,8 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "data.a.scale.mode": ("full", "fixed", "percentile"),
     "data.b.scale.mode": ("full", "fixed", "percentile"),
     "data.on_bad_file": ("error", "skip"),
+    "data.a.boxes_format": BOX_FORMATS,
+    "data.b.boxes_format": BOX_FORMATS,
     "data.scan": ("none", "header", "full"),
     "model.gen.upsample": ("transpose", "resize_conv"),
     "model.norm": ("instance", "batch", "sync_batch", "none"),

@@ -13,29 +13,36 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from cyclecmda.config import DataConfig, DomainConfig
+from cyclecmda.data.boxes import ImageBoxes
 from cyclecmda.data.domain import ClassOrder, DomainFiles, build_domain, class_order
-from cyclecmda.data.images import (
-    to_model,
-)
+from cyclecmda.data.images import to_model
 from cyclecmda.errors import DataError
 from cyclecmda.stopping import shield_worker
 
 
 def build_pipeline(dom: DomainConfig, cfg: DataConfig, train: bool) -> A.Compose:
-    """Per-domain albumentations pipeline: the configured transforms, or resize -> crop -> flip."""
+    """Per-domain albumentations pipeline: the configured transforms, or resize -> crop -> flip.
+    Where the split has boxes they move with the image (boxes cropped away are dropped)."""
+    boxes = box_params() if (dom.boxes if train else dom.test_boxes) else None
     if not train:
-        return A.Compose([A.Resize(cfg.crop_size, cfg.crop_size)])
+        return A.Compose([A.Resize(cfg.crop_size, cfg.crop_size)], bbox_params=boxes)
     if dom.transforms is not None:
-        return A.Compose([getattr(A, t.name)(**t.params) for t in dom.transforms])
+        return A.Compose([getattr(A, t.name)(**t.params) for t in dom.transforms], bbox_params=boxes)
     steps: List[Any] = [A.Resize(cfg.load_size, cfg.load_size)]
     if cfg.crop_size != cfg.load_size:
         steps.append(A.RandomCrop(cfg.crop_size, cfg.crop_size))
     if cfg.flip:
         steps.append(A.HorizontalFlip(p=0.5))
-    return A.Compose(steps)
+    return A.Compose(steps, bbox_params=boxes)
+
+
+def box_params() -> A.BboxParams:
+    """Boxes in pixels (x_min, y_min, x_max, y_max) with their classes (``box_labels``), clipped to
+    the image after each transform and dropped once nothing of them is left."""
+    return A.BboxParams(format="pascal_voc", label_fields=["box_labels"], clip=True)
 
 
 def _reseed(pipeline: A.Compose, seed: int) -> None:
@@ -56,7 +63,9 @@ class UnpairedDataset(Dataset):
     Epoch length is the size of the larger domain. Each item is
     ``{"a": (C_a, H, W), "b": (C_b, H, W), "a_path": str, "b_path": str}`` with values in [-1, 1],
     and for a domain with labels ``"a_label"`` (class index), with masks ``"a_mask"`` ((H, W) int64
-    class indices, 255 where ignored), moved by the same transforms as the image.
+    class indices, 255 where ignored), with boxes ``"a_boxes"`` ((N, 4) float32 x_min, y_min,
+    x_max, y_max in pixels) and ``"a_box_labels"`` ((N,) int64), moved by the same transforms as
+    the image. :func:`collate` keeps a batch's boxes as lists (N differs between images).
     """
 
     def __init__(
@@ -83,11 +92,19 @@ class UnpairedDataset(Dataset):
         self.epoch = epoch
 
     def _apply(self, pipeline: A.Compose, img: np.ndarray, seed: int, path: Path, key: str,
-               mask: Optional[np.ndarray] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The pipeline on an image (and its mask, moved with it: nearest for masks)."""
+               mask: Optional[np.ndarray] = None, boxes: Optional[ImageBoxes] = None
+               ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[ImageBoxes]]:
+        """The pipeline on an image (and its mask, moved with it: nearest for masks; and its boxes)."""
         _reseed(pipeline, seed)
-        result = pipeline(image=img) if mask is None else pipeline(image=img, mask=mask)
+        targets: Dict[str, Any] = {} if mask is None else {"mask": mask}
+        if boxes is not None:
+            targets.update(bboxes=boxes.boxes, box_labels=boxes.labels)
+        result = pipeline(image=img, **targets)
         out = result["image"]
+        moved_boxes = None
+        if boxes is not None:
+            moved_boxes = ImageBoxes(np.asarray(result["bboxes"], np.float32).reshape(-1, 4),
+                                     np.asarray(result["box_labels"], np.int64).reshape(-1))
         out_mask = None
         if mask is not None:
             m = np.asarray(result["mask"])
@@ -102,7 +119,7 @@ class UnpairedDataset(Dataset):
                 f"{key}.transforms produced a {out.shape[0]}x{out.shape[1]} image from '{path}', "
                 f"but data.crop_size is {self.size}; end the pipeline with a crop or resize to that size."
             )
-        return to_tensor(out.astype(np.float32, copy=False)), out_mask
+        return to_tensor(out.astype(np.float32, copy=False)), out_mask, moved_boxes
 
     def __getitem__(self, index: Union[int, Tuple[int, int]]) -> Dict[str, Any]:
         """Item `index` of the current epoch, or of epoch e when given ``(e, index)``."""
@@ -114,12 +131,16 @@ class UnpairedDataset(Dataset):
         for side, files, pipeline, i, seed in (("a", self.a, self.pipeline_a, index % len(self.a), seed_a),
                                                ("b", self.b, self.pipeline_b, b_index, seed_b)):
             img, mask, path = files.load_labelled(i)
-            item[side], moved = self._apply(pipeline, img, seed, path, files.key, mask)
+            boxes = files.boxes[path] if files.boxes is not None else None
+            item[side], moved, moved_boxes = self._apply(pipeline, img, seed, path, files.key, mask, boxes)
             item[f"{side}_path"] = str(path)
             if files.has_labels:
                 item[f"{side}_label"] = files.labels.label(path)
             if moved is not None:
                 item[f"{side}_mask"] = moved
+            if moved_boxes is not None:
+                item[f"{side}_boxes"] = torch.from_numpy(moved_boxes.boxes)
+                item[f"{side}_box_labels"] = torch.from_numpy(moved_boxes.labels)
         return item
 
 
@@ -184,6 +205,15 @@ class ResumableSampler(Sampler[Tuple[int, int]]):
         return max(0, self.per_rank() - self.start)
 
 
+BOX_KEYS = ("a_boxes", "a_box_labels", "b_boxes", "b_box_labels")
+
+
+def collate(items: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The default collation, but boxes stay one tensor per image (a list): images hold different numbers of them."""
+    boxes = {k: [item.pop(k) for item in items] for k in BOX_KEYS if k in items[0]}
+    return {**default_collate(items), **boxes}
+
+
 def build_loader(
     dataset: UnpairedDataset, cfg: DataConfig, sampler: Sampler[Any], drop_last: bool = True, pin_memory: bool = False
 ) -> DataLoader:
@@ -201,5 +231,6 @@ def build_loader(
         drop_last=drop_last,
         persistent_workers=cfg.num_workers > 0,
         worker_init_fn=shield_worker if cfg.num_workers > 0 else None,
+        collate_fn=collate,
         generator=torch.Generator(),  # leaves the global torch RNG (image pools, dropout) alone
     )

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cyclecmda.config import DataConfig, DomainConfig, ScaleConfig
+from cyclecmda.data.boxes import ImageBoxes, read_boxes
 from cyclecmda.data.images import (
     LIMIT_SETTING,
     MAX_IMAGE_PIXELS,
@@ -112,6 +113,7 @@ class DomainFiles:
         self.skipped: Dict[str, str] = {}
         self.value_range = ValueRange(0.0, 1.0)  # replaced by resolve_range
         self.labels = DomainLabels()  # replaced by attach_labels
+        self.boxes: Optional[Dict[Path, ImageBoxes]] = None  # set by attach_boxes
         self.classes: ClassOrder = ClassOrder()
         self.mask_classes: List[str] = []
 
@@ -132,6 +134,18 @@ class DomainFiles:
                                                        mask_values)
         self.mask_classes = list(mask_classes)
         self._drop(self.labels.problems)
+
+    @property
+    def has_boxes(self) -> bool:
+        return self.boxes is not None
+
+    def attach_boxes(self, boxes: str, fmt: str, classes: Sequence[str], test: bool = False) -> None:
+        """Read the boxes of these files (``classes``: the class order, if one is set, else the one
+        the boxes define); files with a problem follow on_bad_file."""
+        key = f"{self.key}.test_boxes" if test else f"{self.key}.boxes"
+        order = classes if isinstance(classes, ClassOrder) else ClassOrder(classes)
+        self.boxes, problems, self.classes = read_boxes(boxes, self.files, self.root, key, order, fmt)
+        self._drop(problems)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -249,7 +263,8 @@ class DomainFiles:
 
 def class_order(cfg: DataConfig) -> ClassOrder:
     """The class index order of a data config: data.classes, else the one the first labels file
-    defines (data.a.labels, then data.b.labels, then the test labels in that order)."""
+    defines (data.a.labels, then data.b.labels, then the test labels in that order), else the
+    first boxes file (data.a.boxes, data.b.boxes, then the test boxes)."""
     if cfg.classes:
         return ClassOrder(cfg.classes)
     for key, root, labels in (("data.a.labels", cfg.a.root, cfg.a.labels), ("data.b.labels", cfg.b.root, cfg.b.labels),
@@ -257,6 +272,13 @@ def class_order(cfg: DataConfig) -> ClassOrder:
                               ("data.b.test_labels", cfg.b.test_root, cfg.b.test_labels)):
         if labels:
             return read_class_order(labels, root, key)
+    for key, dom, root, boxes in (("data.a.boxes", cfg.a, cfg.a.root, cfg.a.boxes),
+                                  ("data.b.boxes", cfg.b, cfg.b.root, cfg.b.boxes),
+                                  ("data.a.test_boxes", cfg.a, cfg.a.test_root, cfg.a.test_boxes),
+                                  ("data.b.test_boxes", cfg.b, cfg.b.test_root, cfg.b.test_boxes)):
+        if boxes:
+            files = list_images(root, cfg.extensions, key)
+            return read_boxes(boxes, files, root, key, ClassOrder(), dom.boxes_format)[2]
     return ClassOrder()
 
 
@@ -272,8 +294,11 @@ def build_domain(key: str, dom: DomainConfig, cfg: DataConfig, split: str = "tra
                         root=root, max_pixels=cfg.max_image_pixels)
     files.scan(cfg.scan)
     labels, masks = (dom.labels, dom.masks) if train else (dom.test_labels, dom.test_masks)
+    order = classes if classes else ClassOrder(cfg.classes)
     if labels or masks:
-        order = classes if classes else ClassOrder(cfg.classes)
         files.attach_labels(labels, masks, order, cfg.mask_classes, test=not train, scan=cfg.scan)
+    boxes = dom.boxes if train else dom.test_boxes
+    if boxes:
+        files.attach_boxes(boxes, dom.boxes_format, files.classes or order, test=not train)
     files.resolve_range(dom.scale)
     return files

@@ -17,7 +17,7 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -64,6 +64,7 @@ __all__ = [
     "render_temperature",
     "render_thermal",
     "render_visible",
+    "scene_boxes",
     "scene_mask",
     "sample_scene",
     "temperature_to_counts",
@@ -106,6 +107,36 @@ def _write_labels(folder: Path, labels: Sequence[int]) -> None:
             writer.writerow([f"{i:05d}.png", label, CLASS_NAMES[label]])
 
 
+MIN_BOX_PIXELS = 4  # an object showing fewer pixels than this (almost hidden) gets no box
+
+
+def scene_boxes(scene: Scene) -> List[Tuple[List[int], int]]:
+    """The box of every object of a scene that shows at least ``MIN_BOX_PIXELS`` pixels: its visible
+    pixels' extent ``[x, y, width, height]`` (COCO's order, whole pixels) and its class index."""
+    owner = object_masks(scene)
+    boxes = []
+    for k, obj in enumerate(scene.objects):
+        rows, cols = np.nonzero(owner == k)
+        if len(rows) >= MIN_BOX_PIXELS:
+            x0, y0 = int(cols.min()), int(rows.min())
+            boxes.append(([x0, y0, int(cols.max()) + 1 - x0, int(rows.max()) + 1 - y0], obj.class_index))
+    return boxes
+
+
+def _write_coco(path: Path, images: List[Tuple[str, Scene]]) -> None:
+    """One split's boxes as a COCO file (category ids are 1 + the class index)."""
+    entries: List[Dict[str, object]] = []
+    annotations: List[Dict[str, object]] = []
+    for image_id, (name, scene) in enumerate(images, 1):
+        entries.append({"id": image_id, "file_name": name, "width": scene.size, "height": scene.size})
+        for box, cls in scene_boxes(scene):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls + 1, "bbox": box,
+                                "area": box[2] * box[3], "iscrowd": 0})
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASS_NAMES)]
+    path.write_text(json.dumps({"images": entries, "annotations": annotations, "categories": categories}) + "\n",
+                    encoding="utf-8")
+
+
 def _remove_stale(folder: Path, count: int) -> None:
     """Delete numbered images left by an earlier, larger generation into the same folder."""
     for path in folder.glob("[0-9][0-9][0-9][0-9][0-9].png"):
@@ -116,12 +147,14 @@ def _remove_stale(folder: Path, count: int) -> None:
 def generate_demo_data(
     out_dir: str | Path, n_train: int = 300, n_test: int = 60, size: int = 64, seed: int = 0
 ) -> dict:
-    """Write the demo dataset (trainA/, trainB/, testA/, testB/ with labels.csv, masks/, dataset.json).
+    """Write the demo dataset (trainA/, trainB/, testA/, testB/ with labels.csv, masks/, boxes/,
+    dataset.json).
 
     trainA holds visible photos and trainB thermal frames of different scenes; testA/testB hold
     the same scenes in both modalities under the same file names. ``masks/<split>/`` holds a
-    label PNG per image under the same name (0 background, 1 + class index of the object).
-    Same arguments, same bytes.
+    label PNG per image under the same name (0 background, 1 + class index of the object), and
+    ``boxes/<split>.json`` the box of every object seen in each image (COCO). Same arguments,
+    same bytes.
     """
     _check_int("n_train", n_train, 1, MAX_COUNT)
     _check_int("n_test", n_test, 1, MAX_COUNT)
@@ -135,11 +168,13 @@ def generate_demo_data(
         d.mkdir(parents=True, exist_ok=True)
 
     labels: Dict[str, List[int]] = {split: [] for split in SPLITS}
+    scenes: Dict[str, List[Tuple[str, Scene]]] = {split: [] for split in SPLITS}
 
     def write(split: str, i: int, scene: Scene, image: np.ndarray) -> None:
         _write_png(dirs[split] / f"{i:05d}.png", image)
         _write_png(mask_dirs[split] / f"{i:05d}.png", scene_mask(scene))
         labels[split].append(scene.label)
+        scenes[split].append((f"{i:05d}.png", scene))
 
     for i in range(n_train):
         scene = demo_scene(seed, "trainA", i, size)
@@ -150,8 +185,10 @@ def generate_demo_data(
         scene = demo_scene(seed, "test", i, size)
         write("testA", i, scene, cv2.cvtColor(render_visible(scene), cv2.COLOR_RGB2BGR))
         write("testB", i, scene, render_thermal(scene))
+    (root / "boxes").mkdir(exist_ok=True)
     for split in SPLITS:
         _write_labels(dirs[split], labels[split])
+        _write_coco(root / "boxes" / f"{split}.json", scenes[split])
         _remove_stale(dirs[split], len(labels[split]))
         _remove_stale(mask_dirs[split], len(labels[split]))
 
@@ -164,6 +201,7 @@ def generate_demo_data(
         "classes": classes,
         "mask_classes": [{"value": i, "name": name} for i, name in enumerate(MASK_CLASSES)],
         "masks": {split: f"masks/{split}" for split in SPLITS},
+        "boxes": {split: f"boxes/{split}.json" for split in SPLITS},
         "image_size": [size, size],
         "seed": seed,
         "counts": counts,

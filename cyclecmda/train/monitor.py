@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from pathlib import Path
@@ -136,6 +137,14 @@ class Monitor:
             self.bar.close()
         self.writer.flush()
         self.writer.close()
+
+
+def peak_memory(device: torch.device) -> Dict[str, float]:
+    """The process's peak resident memory and, on CUDA, the device's peak allocation, in GiB."""
+    values = {"perf/peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if device.type == "cuda":
+        values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return values
 
 
 class NullMonitor:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from cyclecmda.config.schema import HIGHER_IS_BETTER
-from cyclecmda.errors import CheckpointError
+from cyclecmda.errors import CheckpointError, CycleCMDAError
 from cyclecmda.train.checkpoint import (
     atomic_torch_save,
     checkpoint_step,
@@ -26,6 +26,13 @@ class BestMetric:
         # auto: metrics whose names hold one of HIGHER_IS_BETTER are maximised, the others minimised
         self.higher = mode == "max" or (mode == "auto" and any(k in metric for k in HIGHER_IS_BETTER))
         self.value = value
+
+    def value_in(self, values: Dict[str, float]) -> float:
+        """The metric's value among a validation's ``values``; an error naming the ones there if it is missing."""
+        if self.metric not in values:
+            raise CycleCMDAError(f"train.best_metric '{self.metric}' is not among the validation metrics: "
+                                 f"{', '.join(values)}.")
+        return values[self.metric]
 
     def improves(self, value: float) -> bool:
         """Whether ``value`` is the best so far (it is remembered if so)."""

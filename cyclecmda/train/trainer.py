@@ -7,7 +7,6 @@ Reads top to bottom: ``Trainer.__init__`` sets everything up, ``fit`` runs
 from __future__ import annotations
 
 import contextlib
-import resource
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from cyclecmda.data.dataset import ResumableSampler, build_dataset, build_loader
 from cyclecmda.data.demo import ensure_demo_data
 from cyclecmda.data.domain import ValueRange
 from cyclecmda.data.targets import batch_targets
-from cyclecmda.errors import CycleCMDAError, DataError
+from cyclecmda.errors import DataError
 from cyclecmda.files import ensure_writable_dir
 from cyclecmda.method.cyclegan import CycleGAN
 from cyclecmda.method.semantic import build_semantic
@@ -37,7 +36,7 @@ from cyclecmda.train.distributed import (
     init_process_group,
     step_objectives,
 )
-from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer
+from cyclecmda.train.monitor import Monitor, NullMonitor, StepTimer, peak_memory
 from cyclecmda.train.optim import adam, adam_kernels
 from cyclecmda.train.progress import LRSchedule, Progress, RunPlan
 from cyclecmda.train.run_folder import BestMetric, RunCheckpoints
@@ -222,9 +221,7 @@ class Trainer:
         values.update(timer.lap(steps, steps * self.cfg.data.batch_size * self.dist.world_size))
         values["perf/epoch"] = self.plan.epochs_done(self.progress)
         values["perf/samples"] = float(self.progress.samples)
-        if self.device.type == "cuda":
-            values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        values["perf/peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        values.update(peak_memory(self.device))
         if self.scaler.is_enabled():
             values["perf/grad_scale"] = self.scaler.get_scale()
         monitor.scalars(self.step, values)
@@ -253,11 +250,7 @@ class Trainer:
         assert self.validation is not None, "validate() runs only with train.eval_every"
         values = self.validation.metrics(self.model)
         monitor.scalars(self.step, values)
-        if t.best_metric not in values:
-            raise CycleCMDAError(
-                f"train.best_metric '{t.best_metric}' is not among the validation metrics: {', '.join(values)}."
-            )
-        value = values[t.best_metric]
+        value = self.best.value_in(values)
         if self.best.improves(value):
             self.checkpoints.save_best(self.state_dict())
             monitor.message(f"step {self.step}: {t.best_metric} {value:.4g} is the best so far -> best.pt")

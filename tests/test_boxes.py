@@ -200,3 +200,26 @@ def test_the_demo_writes_the_box_of_every_object_it_draws(tmp_path):
             inside = mask[y0:y1, x0:x1] == cls + 1
             assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
     assert total >= len(masks)  # every frame shows at least its main object
+
+
+@pytest.mark.parametrize("name", ["sketch", "digits"])
+def test_the_domain_pairs_write_boxes_a_dataset_reads_in_their_class_order(tmp_path, name):
+    from cyclecmda.data.pairs import generate_pair
+
+    generate_pair(name, tmp_path, n_train=12, n_test=4)
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert "boxes/trainB.json" in meta["ceiling_only"]  # B's boxes measure a ceiling; a translator never sees them
+    b = meta["b"]
+    cfg = load_config([], [f"data.a.root={tmp_path / 'trainA'}", f"data.b.root={tmp_path / 'trainB'}",
+                           f"data.b.channels={b['channels']}", "data.load_size=32", "data.crop_size=32",
+                           f"data.a.boxes={tmp_path / 'boxes/trainA.json'}", f"data.b.boxes={tmp_path / 'boxes/trainB.json'}"])
+    ds = build_dataset(cfg.data)
+    assert list(ds.a.classes) == [c["name"] for c in meta["classes"]]
+    labels = {row.split(",")[0]: int(row.split(",")[1]) for row in (tmp_path / "trainA/labels.csv").read_text().split()[1:]}
+    for path in ds.a.files:
+        got = ds.a.boxes[path]
+        assert labels[path.name] in got.labels.tolist()  # the image's class has a box
+        if name == "digits":
+            mask = np.asarray(Image.open(tmp_path / "masks/trainA" / path.name))
+            rows, cols = np.nonzero(mask)
+            assert got.boxes.tolist() == [[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]]  # the ink's extent

@@ -107,10 +107,11 @@ def _write_labels(folder: Path, labels: Sequence[int]) -> None:
             writer.writerow([f"{i:05d}.png", label, CLASS_NAMES[label]])
 
 
+Boxes = List[Tuple[List[int], int]]  # [x, y, width, height] in whole pixels, class index
 MIN_BOX_PIXELS = 4  # an object showing fewer pixels than this (almost hidden) gets no box
 
 
-def scene_boxes(scene: Scene) -> List[Tuple[List[int], int]]:
+def scene_boxes(scene: Scene) -> Boxes:
     """The box of every object of a scene that shows at least ``MIN_BOX_PIXELS`` pixels: its visible
     pixels' extent ``[x, y, width, height]`` (COCO's order, whole pixels) and its class index."""
     owner = object_masks(scene)
@@ -123,16 +124,17 @@ def scene_boxes(scene: Scene) -> List[Tuple[List[int], int]]:
     return boxes
 
 
-def _write_coco(path: Path, images: List[Tuple[str, Scene]]) -> None:
-    """One split's boxes as a COCO file (category ids are 1 + the class index)."""
+def write_coco(path: Path, images: Sequence[Tuple[str, int, Boxes]], classes: Sequence[str]) -> None:
+    """One split's boxes as a COCO file: (file name, square size, boxes) per image; category ids
+    are 1 + the class index."""
     entries: List[Dict[str, object]] = []
     annotations: List[Dict[str, object]] = []
-    for image_id, (name, scene) in enumerate(images, 1):
-        entries.append({"id": image_id, "file_name": name, "width": scene.size, "height": scene.size})
-        for box, cls in scene_boxes(scene):
+    for image_id, (name, size, boxes) in enumerate(images, 1):
+        entries.append({"id": image_id, "file_name": name, "width": size, "height": size})
+        for box, cls in boxes:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls + 1, "bbox": box,
                                 "area": box[2] * box[3], "iscrowd": 0})
-    categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASS_NAMES)]
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
     path.write_text(json.dumps({"images": entries, "annotations": annotations, "categories": categories}) + "\n",
                     encoding="utf-8")
 
@@ -168,13 +170,13 @@ def generate_demo_data(
         d.mkdir(parents=True, exist_ok=True)
 
     labels: Dict[str, List[int]] = {split: [] for split in SPLITS}
-    scenes: Dict[str, List[Tuple[str, Scene]]] = {split: [] for split in SPLITS}
+    boxes: Dict[str, List[Tuple[str, int, Boxes]]] = {split: [] for split in SPLITS}
 
     def write(split: str, i: int, scene: Scene, image: np.ndarray) -> None:
         _write_png(dirs[split] / f"{i:05d}.png", image)
         _write_png(mask_dirs[split] / f"{i:05d}.png", scene_mask(scene))
         labels[split].append(scene.label)
-        scenes[split].append((f"{i:05d}.png", scene))
+        boxes[split].append((f"{i:05d}.png", scene.size, scene_boxes(scene)))
 
     for i in range(n_train):
         scene = demo_scene(seed, "trainA", i, size)
@@ -188,7 +190,7 @@ def generate_demo_data(
     (root / "boxes").mkdir(exist_ok=True)
     for split in SPLITS:
         _write_labels(dirs[split], labels[split])
-        _write_coco(root / "boxes" / f"{split}.json", scenes[split])
+        write_coco(root / "boxes" / f"{split}.json", boxes[split], CLASS_NAMES)
         _remove_stale(dirs[split], len(labels[split]))
         _remove_stale(mask_dirs[split], len(labels[split]))
 

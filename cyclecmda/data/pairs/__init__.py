@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cyclecmda.data.demo import MAX_COUNT, _check_int, _remove_stale, _write_png, demo_scene
+from cyclecmda.data.demo import MAX_COUNT, _check_int, _remove_stale, _write_png, demo_scene, scene_boxes, write_coco
 from cyclecmda.data.demo.render import render_visible, scene_mask
 from cyclecmda.data.demo.scenes import CLASS_NAMES, SPLITS, Scene
 from cyclecmda.data.pairs.common import (
@@ -104,7 +104,7 @@ class _Pair:
 
 def _visible_item(seed: int, stream: str, size: int, i: int) -> Item:
     scene = demo_scene(seed, stream, i, size)
-    return render_visible(scene), scene_mask(scene), scene.label
+    return render_visible(scene), scene_mask(scene), scene.label, scene_boxes(scene)
 
 
 def _scene_pair_items(kind: int, render: Callable[[Scene, np.random.Generator], np.ndarray]) -> Callable:
@@ -112,7 +112,7 @@ def _scene_pair_items(kind: int, render: Callable[[Scene, np.random.Generator], 
         def b_item(stream: str, i: int) -> Item:
             scene = demo_scene(seed, stream, i, size)
             rng = np.random.default_rng([seed, _STREAMS[stream], kind, i])
-            return render(scene, rng), scene_mask(scene), scene.label
+            return render(scene, rng), scene_mask(scene), scene.label, scene_boxes(scene)
 
         return {
             "trainA": lambda i: _visible_item(seed, "trainA", size, i),
@@ -128,6 +128,14 @@ def _digit_mask(coverage: np.ndarray, digit: int) -> np.ndarray:
     return np.where(coverage >= 0.5, digit + 1, 0).astype(np.uint8)
 
 
+def _digit_item(image: np.ndarray, mask: np.ndarray, digit: int) -> Item:
+    """A digit image with its mask, class and box: the extent of its ink (mask) pixels."""
+    rows, cols = np.nonzero(mask)
+    x0, y0 = int(cols.min()), int(rows.min())
+    box = [x0, y0, int(cols.max()) + 1 - x0, int(rows.max()) + 1 - y0]
+    return image, mask, digit, [(box, digit)]
+
+
 def _digits_items(seed: int, size: int, n_train: int, n_test: int) -> Dict[str, Callable[[int], Item]]:
     ink, labels = handwritten_digits()
     order = _handwritten_split(labels, seed)
@@ -139,12 +147,12 @@ def _digits_items(seed: int, size: int, n_train: int, n_test: int) -> Dict[str, 
         classes = np.random.default_rng([seed, _STREAMS[stream], _DIGIT_CLASS, block]).permutation(len(DIGIT_NAMES))
         d = sample_printed_digit(np.random.default_rng([seed, _STREAMS[stream], _DIGIT, i]), int(classes[slot]))
         image, coverage = render_printed_digit(d, size)
-        return image, _digit_mask(coverage, d.digit), d.digit
+        return _digit_item(image, _digit_mask(coverage, d.digit), d.digit)
 
     def handwritten(split: str, i: int) -> Item:
         j = int(chosen[split][i])
         coverage = _render_handwritten(ink[j], size)
-        return _to_uint8(1.0 - coverage), _digit_mask(coverage, int(labels[j])), int(labels[j])
+        return _digit_item(_to_uint8(1.0 - coverage), _digit_mask(coverage, int(labels[j])), int(labels[j]))
 
     return {
         "trainA": lambda i: printed("trainA", i),
@@ -235,12 +243,16 @@ def generate_pair(
         folder.mkdir(parents=True, exist_ok=True)
         mask_folder.mkdir(parents=True, exist_ok=True)
         labels: List[int] = []
+        boxes = []
         for i in range(counts[split]):
-            image, mask, label = items[split](i)
+            image, mask, label, objects = items[split](i)
             _write_png(folder / f"{i:05d}.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
             _write_png(mask_folder / f"{i:05d}.png", mask)
             labels.append(label)
+            boxes.append((f"{i:05d}.png", size, objects))
         _write_labels(folder, labels, pair.classes)
+        (root / "boxes").mkdir(exist_ok=True)
+        write_coco(root / "boxes" / f"{split}.json", boxes, pair.classes)
         _remove_stale(folder, counts[split])
         _remove_stale(mask_folder, counts[split])
 
@@ -251,13 +263,14 @@ def generate_pair(
         "classes": [{"index": i, "name": c} for i, c in enumerate(pair.classes)],
         "mask_classes": [{"value": i, "name": c} for i, c in enumerate(mask_classes)],
         "masks": {split: f"masks/{split}" for split in SPLITS},
+        "boxes": {split: f"boxes/{split}.json" for split in SPLITS},
         "image_size": [size, size],
         "seed": seed,
         "counts": counts,
         "a": pair.a,
         "b": pair.b,
         "paired": ["testA", "testB"] if pair.paired else [],
-        "ceiling_only": ["trainB/labels.csv", "masks/trainB"],  # never for training a translator
+        "ceiling_only": ["trainB/labels.csv", "masks/trainB", "boxes/trainB.json"],  # never for training a translator
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
-from typing import Tuple
+from typing import List, Tuple
 
 import cv2
 import numpy as np
@@ -19,7 +19,8 @@ N_HANDWRITTEN = 1797  # images in scikit-learn's load_digits
 MAX_SIZE = 256
 
 RGB = Tuple[float, float, float]
-Item = Tuple[np.ndarray, np.ndarray, int]  # image (H, W) or (H, W, 3) uint8 RGB, mask (H, W) uint8, label
+# image (H, W) or (H, W, 3) uint8 RGB, mask (H, W) uint8, label, boxes ([x, y, w, h] in pixels, class)
+Item = Tuple[np.ndarray, np.ndarray, int, List[Tuple[List[int], int]]]
 
 # Seed streams: default_rng([seed, stream, kind, index]); stream codes and scenes are the demo's,
 # the kinds below are this module's own.

@@ -223,3 +223,39 @@ def test_the_domain_pairs_write_boxes_a_dataset_reads_in_their_class_order(tmp_p
             mask = np.asarray(Image.open(tmp_path / "masks/trainA" / path.name))
             rows, cols = np.nonzero(mask)
             assert got.boxes.tolist() == [[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]]  # the ink's extent
+
+
+def test_box_mask_marks_classes_inside_background_outside_and_no_target_where_unsure():
+    import torch
+
+    from cyclecmda.data.boxes import box_mask
+
+    mask = box_mask(torch.tensor([[2.0, 2.0, 8.0, 8.0], [6.0, 6.0, 12.0, 10.0]]), torch.tensor([0, 1]), (12, 14))
+    assert mask[4, 4] == 1 and mask[8, 9] == 2  # 1 + the class inside each box
+    assert mask[0, 0] == 0 and mask[11, 13] == 0 and mask[3, 12] == 0  # background outside every box
+    assert mask[2, 4] == 255 and mask[1, 4] == 255  # the band on either side of an edge carries no target
+    assert mask[6, 6] == 255  # where the two boxes overlap
+    assert set(mask.unique().tolist()) == {0, 1, 2, 255}
+
+
+def test_training_with_boxes_learns_from_coarse_masks_and_scores_on_test_boxes(tmp_path):
+    from helpers import TINY, scalars
+
+    from cyclecmda.train.trainer import train
+
+    demo = tmp_path / "demo"
+    generate_demo_data(demo, n_train=8, n_test=4, size=32)
+    cfg = load_config([], [f"data.a.root={demo / 'trainA'}", f"data.b.root={demo / 'trainB'}", *TINY,
+                           f"data.a.boxes={demo / 'boxes/trainA.json'}", f"data.a.test_root={demo / 'testA'}",
+                           f"data.b.test_root={demo / 'testB'}", f"data.b.test_boxes={demo / 'boxes/testB.json'}",
+                           f"data.a.test_boxes={demo / 'boxes/testA.json'}", "loss.semantic.kind=boxes",
+                           "loss.semantic.task_every=1", "loss.semantic.task_batch=4", "loss.semantic.memory=8",
+                           "loss.semantic.pseudo_labels=[shape]", "model.task.width=8", "train.max_steps=3",
+                           "train.eval_every=3", "train.best_metric=eval/downstream_b", "train.export_on_finish=true",
+                           f"run.out_dir={tmp_path / 'runs'}", "run.name=boxes", "train.image_every=100"])
+    result = train(cfg)
+    logged = scalars(result.run_dir / "tb")
+    assert np.isfinite(logged["loss/downstream"][3]) and np.isfinite(logged["loss/judge"][1])
+    assert 0 <= logged["eval/downstream_b"][3] <= 1  # mean IoU on the coarse masks of B's test boxes
+    meta = json.loads((result.run_dir / "export" / "downstream" / "meta.json").read_text())
+    assert meta["task"]["kind"] == "mask" and meta["task"]["classes"] == ["background", "person", "car", "tree", "animal"]

@@ -132,10 +132,10 @@ def _check_best_metric(cfg: Config) -> None:
     elif name.startswith(("fid_", "kid_")) and t.eval_features == "none":
         needs = "train.eval_features=inception"
     elif name in LABEL_SCORES_B and (
-            sem.kind == "none" or not (d.b.test_labels or d.b.test_masks)):
-        needs = "loss.semantic and labelled B test images (data.b.test_labels or data.b.test_masks)"
-    elif name in LABEL_SCORES_A and (sem.kind == "none" or not (d.a.test_labels or d.a.test_masks)):
-        needs = "loss.semantic and labelled A test images (data.a.test_labels or data.a.test_masks)"
+            sem.kind == "none" or not (d.b.test_labels or d.b.test_masks or d.b.test_boxes)):
+        needs = "loss.semantic and labelled B test images (data.b.test_labels, test_masks or test_boxes)"
+    elif name in LABEL_SCORES_A and (sem.kind == "none" or not (d.a.test_labels or d.a.test_masks or d.a.test_boxes)):
+        needs = "loss.semantic and labelled A test images (data.a.test_labels, test_masks or test_boxes)"
     if needs:
         raise ConfigError(
             f"train.best_metric {t.best_metric!r} is computed only with {needs}; set that, or choose a metric "
@@ -186,6 +186,9 @@ def _check_semantic(cfg: Config) -> None:
     if sem.kind == "class" and not d.a.labels:
         raise ConfigError("loss.semantic.kind=class learns from labelled A images: set data.a.labels "
                           "(a CSV of file,label rows, or 'folders').")
+    if sem.kind == "boxes" and not d.a.boxes:
+        raise ConfigError("loss.semantic.kind=boxes learns from A's object boxes: set data.a.boxes (a COCO .json "
+                          "file, or a folder of YOLO .txt or Pascal VOC .xml files).")
     if sem.kind == "mask" and not d.a.masks:
         raise ConfigError("loss.semantic.kind=mask learns from A's label masks: set data.a.masks (a folder of label PNGs).")
     if (d.a.masks or d.b.masks or d.a.test_masks or d.b.test_masks) and len(d.mask_classes) < 2:

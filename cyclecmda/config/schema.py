@@ -126,7 +126,7 @@ class ModelConfig:
 class SemanticConfig:
     """Label-preserving term: a task network's answer on a translation must equal its source's label."""
 
-    kind: str = "none"  # none | class (data.*.labels) | mask (data.*.masks)
+    kind: str = "none"  # none | class (data.*.labels) | mask (data.*.masks) | boxes (data.*.boxes, as coarse masks)
     weight: float = 1.0
     # Each class present in a batch weighs the same in the generator's term (an entry of class c:
     # n / (k n_c), k classes present), so the pixels of a small object count as much as the
@@ -259,5 +259,5 @@ CHOICES: Dict[str, Sequence[Any]] = {
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.eval_features": ("none", "inception", "torchvision_inception"),
     "train.best_mode": ("auto", "min", "max"),
-    "loss.semantic.kind": ("none", "class", "mask"),
+    "loss.semantic.kind": ("none", "class", "mask", "boxes"),
 }

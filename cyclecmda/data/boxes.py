@@ -32,17 +32,18 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from cyclecmda.config.schema import BOX_FORMATS
 from cyclecmda.data.images import probe_image
-from cyclecmda.data.labels import ClassOrder, _relative_name, image_base, nfc
+from cyclecmda.data.labels import IGNORE, ClassOrder, _relative_name, image_base, nfc
 from cyclecmda.errors import DataError, unknown
 
 EDGE_SLACK = 0.5  # pixels a box may reach past the image edge (rounding in annotation tools); it is clipped
 MAX_BOXES_FILE = 512 * 2**20  # bytes; a larger annotation file is refused before it is read
 YOLO_NAMES = ("classes.txt", "obj.names")
 
-__all__ = ["BOX_FORMATS", "ImageBoxes", "box_format", "read_boxes"]
+__all__ = ["ImageBoxes", "box_format", "box_mask", "box_masks", "read_boxes"]
 
 
 @dataclass
@@ -299,3 +300,30 @@ def _yolo_name(index: str, names: List[str]) -> str:
     """A YOLO class index as the class order reads it: its name in classes.txt, else the index."""
     i = int(index)
     return names[i] if 0 <= i < len(names) else index
+
+
+BOX_BORDER = 1  # pixels on either side of a box's edge whose class is uncertain: no target there
+
+
+def box_mask(boxes: torch.Tensor, labels: torch.Tensor, size: Tuple[int, int], border: int = BOX_BORDER) -> torch.Tensor:
+    """(H, W) int64 coarse mask of one image's boxes (``loss.semantic.kind: boxes``): inside a box
+    1 + its class, outside every box 0 (background); IGNORE where boxes of two classes overlap and
+    within ``border`` pixels of any box's edge, where a box says nothing sure about a pixel."""
+    height, width = size
+    mask = torch.zeros(size, dtype=torch.long)
+    unsure = torch.zeros(size, dtype=torch.bool)
+    rows, cols = torch.arange(height, dtype=torch.float32)[:, None], torch.arange(width, dtype=torch.float32)[None, :]
+    for (x0, y0, x1, y1), cls in zip(boxes.tolist(), labels.tolist()):
+        # pixel centres at i + 0.5: inside when at least ``border`` pixels within the box's edges
+        cy, cx = rows + 0.5, cols + 0.5
+        inner = (cy >= y0 + border) & (cy <= y1 - border) & (cx >= x0 + border) & (cx <= x1 - border)
+        outer = (cy >= y0 - border) & (cy <= y1 + border) & (cx >= x0 - border) & (cx <= x1 + border)
+        unsure |= outer & ~inner
+        unsure |= inner & (mask > 0) & (mask != cls + 1)
+        mask = torch.where(inner & (mask == 0), torch.full_like(mask, cls + 1), mask)
+    return torch.where(unsure, torch.full_like(mask, IGNORE), mask)
+
+
+def box_masks(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
+    """(N, H, W) :func:`box_mask` of a batch's boxes (lists: one tensor per image)."""
+    return torch.stack([box_mask(b.cpu(), c.cpu(), size) for b, c in zip(boxes, labels)])

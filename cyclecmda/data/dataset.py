@@ -23,20 +23,20 @@ from cyclecmda.errors import DataError
 from cyclecmda.stopping import shield_worker
 
 
-def build_pipeline(dom: DomainConfig, cfg: DataConfig, train: bool) -> A.Compose:
+def build_pipeline(dom: DomainConfig, cfg: DataConfig, train: bool, boxes: bool = False) -> A.Compose:
     """Per-domain albumentations pipeline: the configured transforms, or resize -> crop -> flip.
-    Where the split has boxes they move with the image (boxes cropped away are dropped)."""
-    boxes = box_params() if (dom.boxes if train else dom.test_boxes) else None
+    With ``boxes`` the images' boxes move with them (boxes cropped away are dropped)."""
+    bbox = box_params() if boxes else None
     if not train:
-        return A.Compose([A.Resize(cfg.crop_size, cfg.crop_size)], bbox_params=boxes)
+        return A.Compose([A.Resize(cfg.crop_size, cfg.crop_size)], bbox_params=bbox)
     if dom.transforms is not None:
-        return A.Compose([getattr(A, t.name)(**t.params) for t in dom.transforms], bbox_params=boxes)
+        return A.Compose([getattr(A, t.name)(**t.params) for t in dom.transforms], bbox_params=bbox)
     steps: List[Any] = [A.Resize(cfg.load_size, cfg.load_size)]
     if cfg.crop_size != cfg.load_size:
         steps.append(A.RandomCrop(cfg.crop_size, cfg.crop_size))
     if cfg.flip:
         steps.append(A.HorizontalFlip(p=0.5))
-    return A.Compose(steps, bbox_params=boxes)
+    return A.Compose(steps, bbox_params=bbox)
 
 
 def box_params() -> A.BboxParams:
@@ -156,8 +156,8 @@ def build_dataset(cfg: DataConfig, seed: int = 0, split: str = "train") -> Unpai
     return UnpairedDataset(
         a,
         b,
-        build_pipeline(cfg.a, cfg, train),
-        build_pipeline(cfg.b, cfg, train),
+        build_pipeline(cfg.a, cfg, train, boxes=a.has_boxes),
+        build_pipeline(cfg.b, cfg, train, boxes=b.has_boxes),
         serial_b=cfg.serial_batches or not train,
         seed=seed,
         size=cfg.crop_size,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import cv2
 import torch
 
 from cyclecmda.config import DataConfig, DomainConfig
+from cyclecmda.data.boxes import box_mask, box_masks, read_boxes
 from cyclecmda.data.domain import class_order
 from cyclecmda.data.images import probe_image
 from cyclecmda.data.labels import IGNORE, NO_LABEL, ClassOrder, DomainLabels, read_mask
@@ -20,8 +21,13 @@ def ignore_index(kind: str) -> int:
     return NO_LABEL if kind == "class" else IGNORE
 
 
-def batch_targets(batch: Dict[str, object], side: str, kind: str, like: torch.Tensor) -> torch.Tensor:
-    """A batch's labels of one side (``a_label`` or ``a_mask``), or the ignore value where it has none."""
+def batch_targets(batch: Dict[str, Any], side: str, kind: str, like: torch.Tensor) -> torch.Tensor:
+    """A batch's labels of one side (``a_label``, ``a_mask``, or ``a_boxes`` as coarse masks), or
+    the ignore value where it has none."""
+    if kind == "boxes":
+        if f"{side}_boxes" in batch:
+            return box_masks(batch[f"{side}_boxes"], batch[f"{side}_box_labels"], (like.shape[2], like.shape[3]))
+        kind = "mask"
     key = f"{side}_label" if kind == "class" else f"{side}_mask"
     if key in batch:
         return torch.as_tensor(batch[key]).long()
@@ -31,10 +37,13 @@ def batch_targets(batch: Dict[str, object], side: str, kind: str, like: torch.Te
 
 def test_targets(files: List[Path], dom: DomainConfig, data: DataConfig, key: str, kind: str,
                  classes: List[str]) -> Optional[torch.Tensor]:
-    """Labels (N,) or masks (N, S, S) of test images, prepared like them; None without any.
+    """Labels (N,) or masks (N, S, S) of test images, prepared like them (boxes as coarse masks);
+    None without any.
 
     Test labels are read through the training labels' class order (``classes``, and where that
     order came from: data.classes or the first labels file)."""
+    if kind == "boxes":
+        return _test_box_masks(files, dom, data, key, classes)
     source = dom.test_labels if kind == "class" else dom.test_masks
     if not source:
         return None
@@ -57,4 +66,23 @@ def test_targets(files: List[Path], dom: DomainConfig, data: DataConfig, key: st
         mask = read_mask(found.masks[path], len(data.mask_classes), (info.height, info.width))
         masks.append(torch.from_numpy(cv2.resize(mask, (data.crop_size, data.crop_size),
                                                  interpolation=cv2.INTER_NEAREST)).long())
+    return torch.stack(masks)
+
+
+def _test_box_masks(files: List[Path], dom: DomainConfig, data: DataConfig, key: str,
+                    classes: List[str]) -> Optional[torch.Tensor]:
+    """The coarse masks of test images' boxes at the crop size (``classes``: background, then the boxes' classes)."""
+    if not dom.test_boxes:
+        return None
+    order = ClassOrder(classes[1:], "the task networks' classes")
+    found, problems, _ = read_boxes(dom.test_boxes, files, dom.test_root, f"{key}.test_boxes", order, dom.boxes_format)
+    if problems:
+        raise DataError(f"{len(problems)} held-out image(s) of {key} have unusable boxes, e.g. {next(iter(problems.values()))}")
+    masks = []
+    for path in files:
+        info = probe_image(path)
+        scale = torch.tensor([data.crop_size / info.width, data.crop_size / info.height] * 2)
+        boxes = found[path]
+        masks.append(box_mask(torch.from_numpy(boxes.boxes) * scale, torch.from_numpy(boxes.labels),
+                              (data.crop_size, data.crop_size)))
     return torch.stack(masks)

@@ -98,7 +98,7 @@ def export_checkpoint(
     ckpt = load_checkpoint(checkpoint)  # before anything is created
     if task and not ckpt.get("semantic"):
         raise ExportError(f"'{checkpoint}' holds no task network: --task needs a run trained with "
-                          "loss.semantic.kind=class or mask.")
+                          "loss.semantic.kind=class, mask or boxes.")
     ensure_writable_dir(out_dir, "export folder")
     digest = sha256_of(checkpoint)
     with _staging(Path(out_dir)) as stage:  # a failed export leaves nothing behind

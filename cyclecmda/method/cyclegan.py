@@ -116,7 +116,7 @@ class CycleGAN(nn.Module):
             stored_kind = ckpt["config"]["loss"].get("semantic", {}).get("kind", "none")
             raise CheckpointError(
                 f"checkpoint '{source}' was trained with loss.semantic.kind={stored_kind}, this config sets "
-                f"{'none' if self.semantic is None else self.semantic.kind}. "
+                f"{'none' if self.semantic is None else self.semantic.targets_from}. "
                 "Resume with the config stored in the run folder (config.yaml)."
             )
         if self.semantic is not None and stored is not None:

@@ -101,17 +101,20 @@ class SemanticLoss(nn.Module):
         self.cfg = cfg
         self.classes = list(classes)
         num_classes = len(classes)
-        self.kind = cfg.kind
+        # boxes train the mask machinery on coarse masks (data.boxes.box_mask); targets_from says
+        # where a batch's targets come from
+        self.kind = "mask" if cfg.kind == "boxes" else cfg.kind
+        self.targets_from = cfg.kind
         self.num_classes = num_classes
-        self.ignore = ignore_index(cfg.kind)
-        self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[cfg.kind]
+        self.ignore = ignore_index(self.kind)
+        self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[self.kind]
         self.views = list(cfg.pseudo_labels)
         self.view_names = view_networks(self.views)
         self.outline_names = tuple(n for n in self.view_names if n.startswith("outline"))
         self.names = self.NETWORKS + self.outline_names
         channels = {"task_a": channels_a, "downstream": channels_b, "judge": channels_b, **{n: 1 for n in self.outline_names}}
         for name in self.names:
-            setattr(self, name, TaskNetwork(task_arch(cfg.kind, task), cfg.kind, channels[name], num_classes,
+            setattr(self, name, TaskNetwork(task_arch(self.kind, task), self.kind, channels[name], num_classes,
                                             task.width, task.weights, task.downsample))
         self.specs = {name: getattr(self, name).spec for name in self.names}
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
@@ -127,7 +130,7 @@ class SemanticLoss(nn.Module):
         # pseudo-labels (now: it may unlearn them)
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
         self.register_buffer("judge_fits", torch.zeros((), dtype=torch.bool))
-        target = () if cfg.kind == "class" else (size, size)
+        target = () if self.kind == "class" else (size, size)
         self.memory = ReplayMemory(cfg.memory, {"real_a": (channels_a, size, size), "real_b": (channels_b, size, size),
                                                 "fake_b": (channels_b, size, size),
                                                 # the B images' translations, only for the view that reads them
@@ -345,6 +348,8 @@ def build_semantic(cfg: Config, a: DomainFiles) -> Optional[SemanticLoss]:
         return None
     if sem.kind == "class":
         classes: List[str] = a.classes
+    elif sem.kind == "boxes":  # coarse masks: background, then the boxes' classes
+        classes = ["background", *a.classes]
     else:
         classes = list(cfg.data.mask_classes)
     # built on a copy of torch's RNG: the translator's networks draw the same numbers as without labels

@@ -162,7 +162,7 @@ class Trainer:
         model, scaler = self.model, self.scaler
         labels: Tuple[torch.Tensor, ...] = ()
         if model.semantic is not None:
-            kind = model.semantic.kind
+            kind = model.semantic.targets_from
             labels = tuple(batch_targets(batch, side, kind, x).to(self.device, non_blocking=True)
                            for side, x in (("a", real_a), ("b", real_b)))
 

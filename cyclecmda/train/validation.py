@@ -31,7 +31,7 @@ class Validation:
             files, self.images[side] = load_test_images(side, dom.test_root, d, value_range, t.eval_max_images)
             names[side] = [p.name for p in files]
             if semantic is not None:
-                self.targets[side] = test_targets(files, dom, d, f"data.{side}", semantic.kind, semantic.classes)
+                self.targets[side] = test_targets(files, dom, d, f"data.{side}", semantic.targets_from, semantic.classes)
         if t.eval_paired and names["a"] != names["b"]:
             raise DataError(
                 "train.eval_paired is set but data.a.test_root and data.b.test_root do not hold the same file "

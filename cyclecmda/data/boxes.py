@@ -312,10 +312,10 @@ def box_mask(boxes: torch.Tensor, labels: torch.Tensor, size: Tuple[int, int], b
     height, width = size
     mask = torch.zeros(size, dtype=torch.long)
     unsure = torch.zeros(size, dtype=torch.bool)
-    rows, cols = torch.arange(height, dtype=torch.float32)[:, None], torch.arange(width, dtype=torch.float32)[None, :]
+    # pixel centres at i + 0.5: inside when at least ``border`` pixels within the box's edges
+    cy = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
+    cx = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
     for (x0, y0, x1, y1), cls in zip(boxes.tolist(), labels.tolist()):
-        # pixel centres at i + 0.5: inside when at least ``border`` pixels within the box's edges
-        cy, cx = rows + 0.5, cols + 0.5
         inner = (cy >= y0 + border) & (cy <= y1 - border) & (cx >= x0 + border) & (cx <= x1 - border)
         outer = (cy >= y0 - border) & (cy <= y1 + border) & (cx >= x0 - border) & (cx <= x1 + border)
         unsure |= outer & ~inner

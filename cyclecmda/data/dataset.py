@@ -144,13 +144,15 @@ class UnpairedDataset(Dataset):
         return item
 
 
-def build_dataset(cfg: DataConfig, seed: int = 0, split: str = "train") -> UnpairedDataset:
+def build_dataset(cfg: DataConfig, seed: int = 0, split: str = "train",
+                  classes: Optional[ClassOrder] = None) -> UnpairedDataset:
     """The unpaired dataset of a config's data section, checked before any training starts.
 
     Training labels define the class order (:func:`class_order`) as they are read; a test split reads
-    its labels through the order of the training ones."""
+    its labels through the order of the training ones (``classes``, where the training split is
+    built already; else read again)."""
     train = split == "train"
-    order = ClassOrder(cfg.classes) if train else class_order(cfg)
+    order = ClassOrder(cfg.classes) if train else (classes if classes else class_order(cfg))
     a = build_domain("data.a", cfg.a, cfg, split, classes=order)
     b = build_domain("data.b", cfg.b, cfg, split, classes=a.classes or order)
     return UnpairedDataset(

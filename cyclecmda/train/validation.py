@@ -59,7 +59,7 @@ def grid_samples(cfg: Config, dataset: UnpairedDataset, device: torch.device) ->
     """The same few images of each domain for every image grid (held-out ones when given)."""
     d = cfg.data
     if d.a.test_root and d.b.test_root:
-        ds = build_dataset(d, seed=cfg.run.seed, split="test")
+        ds = build_dataset(d, seed=cfg.run.seed, split="test", classes=dataset.a.classes or dataset.b.classes)
         ds.a.value_range, ds.b.value_range = dataset.a.value_range, dataset.b.value_range
     else:
         ds = UnpairedDataset(dataset.a, dataset.b, build_pipeline(d.a, d, False),

@@ -139,6 +139,20 @@ def write_coco(path: Path, images: Sequence[Tuple[str, int, Boxes]], classes: Se
                     encoding="utf-8")
 
 
+def layout_meta(classes: Sequence[str], mask_classes: Sequence[str], size: int, seed: int,
+                counts: Dict[str, int]) -> Dict[str, object]:
+    """What ``dataset.json`` says of the folder layout the demo and the domain pairs share."""
+    return {
+        "classes": [{"index": i, "name": name} for i, name in enumerate(classes)],
+        "mask_classes": [{"value": i, "name": name} for i, name in enumerate(mask_classes)],
+        "masks": {split: f"masks/{split}" for split in SPLITS},
+        "boxes": {split: f"boxes/{split}.json" for split in SPLITS},
+        "image_size": [size, size],
+        "seed": seed,
+        "counts": counts,
+    }
+
+
 def _remove_stale(folder: Path, count: int) -> None:
     """Delete numbered images left by an earlier, larger generation into the same folder."""
     for path in folder.glob("[0-9][0-9][0-9][0-9][0-9].png"):
@@ -195,18 +209,11 @@ def generate_demo_data(
         _remove_stale(mask_dirs[split], len(labels[split]))
 
     counts = {split: len(labels[split]) for split in SPLITS}
-    classes = [{"index": i, "name": name} for i, name in enumerate(CLASS_NAMES)]
     meta = {
         "name": "cyclecmda-demo",
         "description": "A: visible RGB photos (8-bit); B: thermal frames (16-bit raw counts). "
         "trainA/trainB unpaired; testA/testB paired by file name.",
-        "classes": classes,
-        "mask_classes": [{"value": i, "name": name} for i, name in enumerate(MASK_CLASSES)],
-        "masks": {split: f"masks/{split}" for split in SPLITS},
-        "boxes": {split: f"boxes/{split}.json" for split in SPLITS},
-        "image_size": [size, size],
-        "seed": seed,
-        "counts": counts,
+        **layout_meta(CLASS_NAMES, MASK_CLASSES, size, seed, counts),
         "a": {"channels": 3, "bit_depth": 8, "modality": "visible"},
         "b": {"channels": 1, "bit_depth": 16, "modality": "thermal", "temperature_range_c": list(TEMPERATURE_RANGE_C)},
         "b_range": list(B_RANGE),

@@ -32,7 +32,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cyclecmda.data.demo import MAX_COUNT, _check_int, _remove_stale, _write_png, demo_scene, scene_boxes, write_coco
+from cyclecmda.data.demo import (
+    MAX_COUNT,
+    _check_int,
+    _remove_stale,
+    _write_png,
+    demo_scene,
+    layout_meta,
+    scene_boxes,
+    write_coco,
+)
 from cyclecmda.data.demo.render import render_visible, scene_mask
 from cyclecmda.data.demo.scenes import CLASS_NAMES, SPLITS, Scene
 from cyclecmda.data.pairs.common import (
@@ -260,13 +269,7 @@ def generate_pair(
     meta = {
         "name": f"cyclecmda-pair-{name}",
         "description": pair.description,
-        "classes": [{"index": i, "name": c} for i, c in enumerate(pair.classes)],
-        "mask_classes": [{"value": i, "name": c} for i, c in enumerate(mask_classes)],
-        "masks": {split: f"masks/{split}" for split in SPLITS},
-        "boxes": {split: f"boxes/{split}.json" for split in SPLITS},
-        "image_size": [size, size],
-        "seed": seed,
-        "counts": counts,
+        **layout_meta(pair.classes, mask_classes, size, seed, counts),
         "a": pair.a,
         "b": pair.b,
         "paired": ["testA", "testB"] if pair.paired else [],

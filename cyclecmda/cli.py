@@ -213,27 +213,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("downstream", help="what a translator is worth: the same model trained on A as it is, on A "
                                           "translated, and on real B, tested on labelled B test images")
     p.add_argument("config", nargs="+", metavar="CONFIG|key=value",
-                   help=CONFIG_HELP + "; the data come from its data section (data.a.labels or masks, "
-                        "data.b.test_labels or test_masks, and data.b.labels or masks for the real_b arm)")
+                   help=CONFIG_HELP + "; the data come from its data section (data.a.labels, masks or boxes, "
+                        "data.b.test_labels, test_masks or test_boxes, and data.b.labels, masks or boxes for the "
+                        "real_b and mixed arms)")
     p.add_argument("--artifact", action="append", metavar="[NAME=]DIR",
                    help="an exported A -> B translator folder; one 'translated' arm each, named NAME or by the "
-                        "folder (repeat for several)")
-    p.add_argument("--task", choices=["class", "mask"],
-                   help="class (data.*.labels, accuracy) or mask (data.*.masks, mean IoU); default: class where "
-                        "data.a.labels is set, else mask")
-    p.add_argument("--arms", help="comma-separated, of as_is, translated, real_b (default: all the config and "
+                        "folder, and one 'mixed' arm NAME+real_b (repeat for several)")
+    p.add_argument("--task", choices=["class", "mask", "boxes"],
+                   help="class (data.*.labels, accuracy), mask (data.*.masks, mean IoU) or boxes (data.*.boxes, "
+                        "mAP@0.5 and mAP@0.5:0.95); default: the first that data.a sets")
+    p.add_argument("--arms", help="comma-separated, of as_is, translated, real_b, mixed (default: all the config and "
                                   "artifacts allow)")
-    p.add_argument("--model", help="the downstream network: a task network (small_classifier, small_segmenter) or "
-                                   "torchvision.NAME, built untrained (default: small_classifier for class, "
-                                   "small_segmenter for mask)")
+    p.add_argument("--model", help="the downstream network: a task network (small_classifier, small_segmenter), a "
+                                   "detector (small_detector) or torchvision.NAME, built untrained (default: "
+                                   "small_classifier for class, small_segmenter for mask, small_detector for boxes)")
     p.add_argument("--weights", help="a local state dict (torch.load weights_only) loaded into the model where names "
                                      "and shapes fit")
-    p.add_argument("--width", type=_positive_int, help="width of a task network (default 16 for class, 8 for mask)")
-    p.add_argument("--epochs", type=_positive_int, help="training epochs (default 80 for class, 100 for mask)")
+    p.add_argument("--width", type=_positive_int,
+                   help="width of a task network or detector (default 16 for class, 8 for mask, 16 for boxes)")
+    p.add_argument("--epochs", type=_positive_int,
+                   help="training epochs (default 80 for class, 100 for mask, 60 for boxes)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                    help="one training run per arm and seed (default 0 1 2)")
     p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3 for class, 2e-3 for mask)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3 for class, 2e-3 for mask and boxes)")
     p.add_argument("--size", type=_positive_int, help="images are resized to SIZE x SIZE (default data.crop_size)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")

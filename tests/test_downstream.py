@@ -47,7 +47,7 @@ def run_json(capsys, argv: List[str]) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_cli_trains_three_arms_and_reports_each_over_seeds(demo, exported, tmp_path, capsys):
+def test_cli_trains_every_arm_and_reports_each_over_seeds(demo, exported, tmp_path, capsys):
     artifact = str(exported / "a2b")
     out = tmp_path / "report" / "downstream.json"
     assert main(["downstream", *overrides(demo), "--artifact", artifact, *FAST, "--seeds", "0", "1", "2",
@@ -61,12 +61,15 @@ def test_cli_trains_three_arms_and_reports_each_over_seeds(demo, exported, tmp_p
     assert report["test"] == {"root": f"{demo}/testB", "images": N_TEST, "labels": "data.b.test_labels"}
     # real B is mapped with the translator's own output range, not data.b.scale
     assert report["b_value_range"]["range"] == [1000.0, 60000.0]
-    assert list(report["arms"]) == ["as_is", artifact, "real_b"]
-    assert [a["kind"] for a in report["arms"].values()] == ["as_is", "translated", "real_b"]
-    assert report["arms"][artifact]["artifact"] == artifact
+    mixed = f"{artifact}+real_b"  # the translations and the labelled B images together
+    assert list(report["arms"]) == ["as_is", artifact, "real_b", mixed]
+    assert [a["kind"] for a in report["arms"].values()] == ["as_is", "translated", "real_b", "mixed"]
+    assert report["arms"][artifact]["artifact"] == artifact and report["arms"][mixed]["artifact"] == artifact
+    assert report["arms"][mixed]["train_images"] == 2 * N_TRAIN
+    assert set(report["gap_share"]) <= {artifact}
     for arm in report["arms"].values():
         values = arm["values"]
-        assert arm["n"] == 3 and arm["train_images"] == N_TRAIN
+        assert arm["n"] == 3 and arm["train_images"] == N_TRAIN * (2 if arm["kind"] == "mixed" else 1)
         assert all(v * N_TEST == pytest.approx(round(v * N_TEST)) for v in values)  # k of 8 right
         assert arm["mean"] == pytest.approx(np.mean(values))
         assert arm["std"] == pytest.approx(np.std(values, ddof=1))
@@ -82,8 +85,8 @@ def test_cli_trains_three_arms_and_reports_each_over_seeds(demo, exported, tmp_p
 
     table = format_table(report).splitlines()
     assert table[1].split()[:2] == ["arm", "kind"]
-    rows = {line.split()[0]: line for line in table[2:5]}
-    assert set(rows) == {"as_is", artifact, "real_b"}
+    rows = {line.split()[0]: line for line in table[2:6]}
+    assert set(rows) == {"as_is", artifact, "real_b", mixed}
     assert f"{report['arms']['real_b']['mean']:.3f} ± {report['arms']['real_b']['sem']:.3f}" in rows["real_b"]
 
 
@@ -91,8 +94,8 @@ def test_table_is_printed_without_json(demo, exported, capsys):
     assert main(["downstream", *overrides(demo), "--artifact", f"mine={exported / 'a2b'}", *FAST, "--seeds", "0"]) == 0
     out = capsys.readouterr().out
     assert not out.lstrip().startswith("{")
-    names = [line.split()[0] for line in out.splitlines()[2:5]]
-    assert names == ["as_is", "mine", "real_b"]  # a translator named NAME=DIR
+    names = [line.split()[0] for line in out.splitlines()[2:6]]
+    assert names == ["as_is", "mine", "real_b", "mine+real_b"]  # a translator named NAME=DIR
     assert "gap share" in out
 
 
@@ -123,6 +126,8 @@ def test_real_b_arm_only_with_b_training_labels(demo, exported, capsys):
         measure(cfg, arms=["real_b"], epochs=1, width=4)
     with pytest.raises(ConfigError, match="--artifact"):
         measure(cfg, arms=["translated"], epochs=1, width=4)
+    with pytest.raises(ConfigError, match="'mixed' trains on labelled B images"):
+        measure(cfg, exported / "a2b", arms=["mixed"], epochs=1, width=4)
 
 
 def test_mask_task_scores_mean_iou(demo, exported, capsys):

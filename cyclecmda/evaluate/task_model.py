@@ -36,6 +36,9 @@ class Labelled:
     def __len__(self) -> int:
         return len(self.images)
 
+    def __add__(self, other: "Labelled") -> "Labelled":
+        return Labelled(torch.cat([self.images, other.images]), torch.cat([self.targets, other.targets]))
+
 
 def check_model(name: str, task: str) -> None:
     """Refuse a model name that is neither registered nor a torchvision model of the task's kind."""
@@ -66,7 +69,7 @@ def build_model(model: Union[str, ModelFactory], task: str, in_channels: int, nu
     return net
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> List[torch.Tensor]:
+def batches(n: int, batch_size: int, generator: torch.Generator) -> List[torch.Tensor]:
     """A shuffled epoch in batches; a last batch of one joins the one before (batch norm cannot
     train on a single image)."""
     batches = list(torch.randperm(n, generator=generator).split(batch_size))
@@ -111,7 +114,7 @@ def train_and_score(
 
     for epoch in range(1, epochs + 1):
         net.train()
-        for idx in _batches(len(xs), batch_size, generator):
+        for idx in batches(len(xs), batch_size, generator):
             flip = (torch.rand(len(idx), generator=generator) < 0.5).to(device)
             batch = torch.where(flip.view(-1, 1, 1, 1), xs[idx].flip(-1), xs[idx])
             target = ys[idx]

@@ -42,7 +42,7 @@ def list_task_networks() -> List[str]:
 # --- blocks --------------------------------------------------------------------------------------
 
 
-def _conv(cin: int, cout: int) -> nn.Sequential:
+def conv_block(cin: int, cout: int) -> nn.Sequential:
     """3x3 conv, group norm (batch-size independent, the same in every process), ReLU."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.ReLU(True))
 
@@ -59,7 +59,7 @@ class SmallClassifier(nn.Module):
         layers: List[nn.Module] = []
         cin = in_channels
         for w in widths:
-            layers += [_conv(cin, w), _conv(w, w), nn.MaxPool2d(2)]
+            layers += [conv_block(cin, w), conv_block(w, w), nn.MaxPool2d(2)]
             cin = w
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(cin, num_classes)
@@ -74,11 +74,11 @@ class SmallSegmenter(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 4 * width
-        self.enc1 = nn.Sequential(_conv(in_channels, w1), _conv(w1, w1))
-        self.enc2 = nn.Sequential(_conv(w1, w2), _conv(w2, w2))
-        self.mid = nn.Sequential(_conv(w2, w3), _conv(w3, w3))
-        self.dec2 = nn.Sequential(_conv(w3 + w2, w2), _conv(w2, w2))
-        self.dec1 = nn.Sequential(_conv(w2 + w1, w1), _conv(w1, w1))
+        self.enc1 = nn.Sequential(conv_block(in_channels, w1), conv_block(w1, w1))
+        self.enc2 = nn.Sequential(conv_block(w1, w2), conv_block(w2, w2))
+        self.mid = nn.Sequential(conv_block(w2, w3), conv_block(w3, w3))
+        self.dec2 = nn.Sequential(conv_block(w3 + w2, w2), conv_block(w2, w2))
+        self.dec1 = nn.Sequential(conv_block(w2 + w1, w1), conv_block(w1, w1))
         self.head = nn.Conv2d(w1, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

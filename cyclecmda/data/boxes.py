@@ -43,7 +43,7 @@ EDGE_SLACK = 0.5  # pixels a box may reach past the image edge (rounding in anno
 MAX_BOXES_FILE = 512 * 2**20  # bytes; a larger annotation file is refused before it is read
 YOLO_NAMES = ("classes.txt", "obj.names")
 
-__all__ = ["ImageBoxes", "box_format", "box_mask", "box_masks", "read_boxes"]
+__all__ = ["ImageBoxes", "box_format", "box_mask", "box_masks", "pack_boxes", "read_boxes", "unpack_boxes"]
 
 
 @dataclass
@@ -327,3 +327,31 @@ def box_mask(boxes: torch.Tensor, labels: torch.Tensor, size: Tuple[int, int], b
 def box_masks(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
     """(N, H, W) :func:`box_mask` of a batch's boxes (lists: one tensor per image)."""
     return torch.stack([box_mask(b.cpu(), c.cpu(), size) for b, c in zip(boxes, labels)])
+
+
+BOX_STEPS = 4  # a packed box's corners are stored in quarter pixels (int16: images up to 8191 px)
+
+
+def pack_boxes(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], max_boxes: int) -> torch.Tensor:
+    """(N, max_boxes, 5) int16 of a batch's boxes (one tensor per image), each row x_min, y_min,
+    x_max, y_max in quarter pixels and the class; rows past an image's boxes hold class -1. An
+    image's boxes past ``max_boxes`` are left out (the largest kept)."""
+    out = torch.zeros(len(boxes), max_boxes, 5, dtype=torch.int16)
+    out[:, :, 4] = -1
+    for i, (b, c) in enumerate(zip(boxes, labels)):
+        b, c = b.detach().float().cpu().reshape(-1, 4), c.cpu()
+        if len(b) > max_boxes:
+            keep = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).argsort(descending=True)[:max_boxes]
+            b, c = b[keep], c[keep]
+        out[i, : len(b), :4] = (b * BOX_STEPS).round().clamp(-32768, 32767).to(torch.int16)
+        out[i, : len(b), 4] = c.to(torch.int16)
+    return out
+
+
+def unpack_boxes(packed: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
+    """:func:`pack_boxes` back to one ``{"boxes", "labels"}`` dict per image (boxes in pixels)."""
+    out = []
+    for rows in packed:
+        rows = rows[rows[:, 4] >= 0]
+        out.append({"boxes": rows[:, :4].float() / BOX_STEPS, "labels": rows[:, 4].long()})
+    return out

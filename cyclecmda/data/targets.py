@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import torch
@@ -69,20 +69,29 @@ def test_targets(files: List[Path], dom: DomainConfig, data: DataConfig, key: st
     return torch.stack(masks)
 
 
-def _test_box_masks(files: List[Path], dom: DomainConfig, data: DataConfig, key: str,
-                    classes: List[str]) -> Optional[torch.Tensor]:
-    """The coarse masks of test images' boxes at the crop size (``classes``: background, then the boxes' classes)."""
+def test_boxes(files: List[Path], dom: DomainConfig, data: DataConfig, key: str,
+               classes: List[str]) -> Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]]:
+    """The boxes (in pixels at the crop size) and classes of test images, one tensor each per image
+    (``classes``: background, then the boxes' classes); None without test boxes."""
     if not dom.test_boxes:
         return None
     order = ClassOrder(classes[1:], "the task networks' classes")
     found, problems, _ = read_boxes(dom.test_boxes, files, dom.test_root, f"{key}.test_boxes", order, dom.boxes_format)
     if problems:
         raise DataError(f"{len(problems)} held-out image(s) of {key} have unusable boxes, e.g. {next(iter(problems.values()))}")
-    masks = []
+    boxes, labels = [], []
     for path in files:
         info = probe_image(path)
         scale = torch.tensor([data.crop_size / info.width, data.crop_size / info.height] * 2)
-        boxes = found[path]
-        masks.append(box_mask(torch.from_numpy(boxes.boxes) * scale, torch.from_numpy(boxes.labels),
-                              (data.crop_size, data.crop_size)))
-    return torch.stack(masks)
+        boxes.append(torch.from_numpy(found[path].boxes) * scale)
+        labels.append(torch.from_numpy(found[path].labels))
+    return boxes, labels
+
+
+def _test_box_masks(files: List[Path], dom: DomainConfig, data: DataConfig, key: str,
+                    classes: List[str]) -> Optional[torch.Tensor]:
+    """The coarse masks of test images' boxes at the crop size."""
+    found = test_boxes(files, dom, data, key, classes)
+    if found is None:
+        return None
+    return torch.stack([box_mask(b, c, (data.crop_size, data.crop_size)) for b, c in zip(*found)])

@@ -44,6 +44,7 @@ from cyclecmda.export.artifact import PaddedNetwork
 from cyclecmda.export.artifact_checks import FORMAT, FORMAT_VERSION
 from cyclecmda.files import atomic_write, ensure_writable_dir, output_error, sha256_of
 from cyclecmda.method.cyclegan import stored_generator
+from cyclecmda.models.detector import Detector, FixedDetections, SmallDetector
 from cyclecmda.models.generators import size_multiple
 from cyclecmda.models.task import build_task_network
 from cyclecmda.train.checkpoint import load_checkpoint, save_to
@@ -198,22 +199,32 @@ def _export_task(ckpt: Dict[str, Any], folder: Path, formats: Sequence[str], dig
     semantic = ckpt["semantic"]
     spec = semantic["networks"][TASK_FOLDER]
     prefix = TASK_FOLDER + "."
-    net = build_task_network(spec)
+    kind, classes = semantic["kind"], list(semantic["classes"])
+    net: nn.Module = Detector(spec["name"], **spec["args"]) if kind == "boxes" else build_task_network(spec)
     net.load_state_dict({k[len(prefix):]: v for k, v in semantic["state"].items() if k.startswith(prefix)})
     net.eval()
     ensure_writable_dir(folder, "export folder")
     in_channels = spec["args"]["in_channels"]
-    files, min_size = _save_formats(net, net, in_channels, TASK_SIZE_MULTIPLE, formats, folder, "logits")
-    kind, classes = semantic["kind"], list(semantic["classes"])
+    if kind == "boxes":  # the detector's decoded detections, one fixed shape
+        assert isinstance(net.net, SmallDetector)
+        program = FixedDetections(net.net).eval()
+        files, min_size = _save_formats(program, program, in_channels, TASK_SIZE_MULTIPLE, formats, folder, "detections")
+        classes = classes[1:]  # the boxes' classes (the segmenters' background is no detector class)
+        output = (f"(B, {net.net.max_detections}, 6) detections, strongest first: x_min, y_min, x_max, y_max in "
+                  "pixels, score, class index (fewer rows on images with fewer positions)")
+        out_meta: Dict[str, Any] = {"detections": net.net.max_detections, "classes": classes}
+    else:
+        files, min_size = _save_formats(net, net, in_channels, TASK_SIZE_MULTIPLE, formats, folder, "logits")
+        output = "(B, K) class logits" if kind == "class" else "(B, K, H, W) per-pixel class logits"
+        out_meta = {"channels": len(classes), "classes": classes}
     meta = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
         "direction": TASK_FOLDER,
-        "task": {"kind": kind, "classes": classes,
-                 "output": "(B, K) class logits" if kind == "class" else "(B, K, H, W) per-pixel class logits",
+        "task": {"kind": kind, "classes": classes, "output": output,
                  "trained_on": "translations of A training images with their labels"},
         "input": _side(ckpt["config"], ckpt["value_ranges"], "b"),
-        "output": {"channels": len(classes), "classes": classes},
+        "output": out_meta,
         "value_scaling": "model = 2 * (clip(raw, lo, hi) - lo) / (hi - lo) - 1 on input",
         **_program_meta(ckpt, spec, files, TASK_SIZE_MULTIPLE, min_size, digest, name),
     }

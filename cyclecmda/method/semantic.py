@@ -6,8 +6,9 @@ default); only real images or detached translations ever train them:
 
 * ``task_a`` reads A images and learns from real labelled A images;
 * ``downstream`` reads B images and learns from translated A images (detached from the translator)
-  with their A labels: the model a user would train on the translations. Its score on labelled B
-  test images is the live downstream estimate, and ``cyclecmda export --task`` writes it;
+  with their A labels: the model a user would train on the translations (with boxes, a detector).
+  Its score on labelled B test images is the live downstream estimate, and ``cyclecmda export
+  --task`` writes it;
 * ``judge`` reads B images and learns from *real* B images only: their labels where B is
   labelled, else pseudo-labels where independent views of the image agree.
 
@@ -50,19 +51,22 @@ replay memory (``memory`` items), and every ``task_every`` steps the networks ta
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple, cast
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cyclecmda.config import Config, SemanticConfig, TaskConfig
+from cyclecmda.data.boxes import pack_boxes, unpack_boxes
 from cyclecmda.data.domain import DomainFiles
 from cyclecmda.data.targets import ignore_index
-from cyclecmda.errors import CheckpointError
+from cyclecmda.errors import CheckpointError, ConfigError
+from cyclecmda.evaluate.detection import Boxed, score_boxes
 from cyclecmda.method.losses import cross_entropy, score
 from cyclecmda.method.replay import ReplayMemory
 from cyclecmda.method.views import agreement, agreement_of, overlap, shape_view, view_networks
+from cyclecmda.models.detector import DEFAULT_DETECTOR, Detector
 from cyclecmda.models.task import DEFAULT_TASK_NETWORK, TaskNetwork
 
 Tensors = Dict[str, torch.Tensor]
@@ -71,6 +75,7 @@ EMA_DECAY = 0.9  # of the running losses and agreement counts that gate the gene
 # loss.semantic.confidence: None by kind; at 0.9 a segmenter's sure pixels on real B were nearly all
 # background, and the judge, learning from them, labelled everything background (docs/experiments.md)
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
+MAX_BOXES = 64  # boxes an image keeps in the replay memory (the largest)
 
 __all__ = ["SemanticLoss", "build_semantic"]
 
@@ -84,7 +89,7 @@ class SemanticLoss(nn.Module):
 
     NETWORKS = ("task_a", "downstream", "judge")
     task_a: TaskNetwork
-    downstream: TaskNetwork
+    downstream: nn.Module  # a TaskNetwork, or with boxes a Detector
     judge: TaskNetwork
     outline: TaskNetwork
     steps: torch.Tensor
@@ -105,15 +110,22 @@ class SemanticLoss(nn.Module):
         # where a batch's targets come from
         self.kind = "mask" if cfg.kind == "boxes" else cfg.kind
         self.targets_from = cfg.kind
+        self.boxes = cfg.kind == "boxes"  # the downstream model is then a detector of the boxes' classes
         self.num_classes = num_classes
         self.ignore = ignore_index(self.kind)
         self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[self.kind]
         self.views = list(cfg.pseudo_labels)
+        if self.boxes and "translations" in self.views:
+            raise ConfigError("loss.semantic.pseudo_labels: with kind=boxes the downstream model is a detector, which "
+                              "labels no pixels; use shape and/or source.")
         self.view_names = view_networks(self.views)
         self.outline_names = tuple(n for n in self.view_names if n.startswith("outline"))
         self.names = self.NETWORKS + self.outline_names
         channels = {"task_a": channels_a, "downstream": channels_b, "judge": channels_b, **{n: 1 for n in self.outline_names}}
         for name in self.names:
+            if name == "downstream" and self.boxes:  # classes: the boxes' (no background)
+                setattr(self, name, Detector(DEFAULT_DETECTOR, channels_b, num_classes - 1, task.width, size))
+                continue
             setattr(self, name, TaskNetwork(task_arch(self.kind, task), self.kind, channels[name], num_classes,
                                             task.width, task.weights, task.downsample))
         self.specs = {name: getattr(self, name).spec for name in self.names}
@@ -135,7 +147,7 @@ class SemanticLoss(nn.Module):
                                                 "fake_b": (channels_b, size, size),
                                                 # the B images' translations, only for the view that reads them
                                                 **({"fake_a": (channels_a, size, size)} if "source" in self.views else {})},
-                                   {"label_a": target, "label_b": target})
+                                   {"label_a": target, "label_b": target, **({"boxes_a": (MAX_BOXES, 5)} if self.boxes else {})})
 
     def networks(self) -> Dict[str, nn.Module]:
         return {name: getattr(self, name) for name in self.names}
@@ -147,9 +159,16 @@ class SemanticLoss(nn.Module):
     # --- the replay memory the task networks learn from -------------------------------------
 
     def remember(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor,
-                 label_a: torch.Tensor, label_b: torch.Tensor) -> None:
-        """Store a training step's real images, its (detached) translations and their labels."""
-        self.memory.add(real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, label_a=label_a, label_b=label_b)
+                 label_a: torch.Tensor, label_b: torch.Tensor,
+                 boxes_a: Optional[Tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None) -> None:
+        """Store a training step's real images, its (detached) translations and their labels (with
+        boxes, ``boxes_a``: the A images' boxes and their classes, one tensor per image)."""
+        extra = {}
+        if self.boxes:
+            assert boxes_a is not None, "loss.semantic.kind=boxes needs the batch's boxes"
+            extra["boxes_a"] = pack_boxes(*boxes_a, MAX_BOXES).to(label_a.device)
+        self.memory.add(real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b, label_a=label_a, label_b=label_b,
+                        **extra)
 
     def due(self, step: int) -> bool:
         """Whether the task networks take a step at this training step (0-based)."""
@@ -158,11 +177,11 @@ class SemanticLoss(nn.Module):
     def recall(self) -> Tuple[Optional[torch.Tensor], ...]:
         """``task_step``'s arguments: ``task_batch`` items drawn from the memory."""
         items = self.memory.sample(self.cfg.task_batch)
-        return tuple(items.get(k) for k in ("real_a", "real_b", "fake_a", "fake_b", "label_a", "label_b"))
+        return tuple(items.get(k) for k in ("real_a", "real_b", "fake_a", "fake_b", "label_a", "label_b", "boxes_a"))
 
     def checkpoint_state(self) -> Dict[str, object]:
         """What a checkpoint stores: the networks' specs and weights, the gates, the class names."""
-        return {"kind": self.kind, "classes": list(self.classes), "networks": self.specs,
+        return {"kind": self.targets_from, "classes": list(self.classes), "networks": self.specs,
                 "state": {k: v for k, v in self.state_dict().items()}}
 
     def load_checkpoint_state(self, stored: Dict[str, object], source: str) -> None:
@@ -242,15 +261,17 @@ class SemanticLoss(nn.Module):
     # --- the task networks' own step -------------------------------------------------------
 
     def task_step(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: Optional[torch.Tensor], fake_b: torch.Tensor,
-                  label_a: torch.Tensor, label_b: torch.Tensor) -> Tuple[torch.Tensor, Tensors]:
-        """Losses of the task networks on real images and detached translations; updates the gates."""
+                  label_a: torch.Tensor, label_b: torch.Tensor,
+                  boxes_a: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Tensors]:
+        """Losses of the task networks on real images and detached translations (``boxes_a``: the A
+        images' boxes, packed, for the detector); updates the gates."""
         guess, sure = self.view_guesses(real_b, None if fake_a is None else fake_a.detach())
         target_b = torch.where(self.ready, self.agreed_labels(guess, sure, label_b), label_b)
         unlabelled = label_b == self.ignore
         counts = overlap(guess, self.num_classes, unlabelled)
         losses = {
             "task_a": cross_entropy(self.task_a(real_a), label_a, self.ignore),
-            "downstream": cross_entropy(self.downstream(fake_b.detach()), label_a, self.ignore),
+            "downstream": self._downstream_loss(fake_b.detach(), label_a, boxes_a),
             "judge": cross_entropy(self.judge(real_b), target_b, self.ignore),
         }
         if self.outline_names:  # the outline networks learn from the outlines of labelled A images
@@ -267,13 +288,23 @@ class SemanticLoss(nn.Module):
         losses["agreement"] = self.running_agreement.clone()
         return total, losses
 
+    def _downstream_loss(self, fake_b: torch.Tensor, label_a: torch.Tensor, boxes_a: Optional[torch.Tensor]) -> torch.Tensor:
+        """The downstream model's loss on translations: its detection losses, or its cross-entropy."""
+        if self.boxes:
+            assert boxes_a is not None
+            targets = [{k: v.to(fake_b.device) for k, v in t.items()} for t in unpack_boxes(boxes_a)]
+            return torch.stack(list(self.downstream(fake_b, targets).values())).sum()
+        return cross_entropy(self.downstream(fake_b), label_a, self.ignore)
+
     # --- held-out scores ------------------------------------------------------------------
 
     @torch.no_grad()
     def evaluate(self, gen_ab: nn.Module, images: Tensors, targets: Dict[str, Optional[torch.Tensor]],
-                 device: torch.device, batch_size: int = 32, gen_ba: Optional[nn.Module] = None) -> Dict[str, float]:
+                 device: torch.device, batch_size: int = 32, gen_ba: Optional[nn.Module] = None,
+                 boxes_b: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None) -> Dict[str, float]:
         """Accuracy or mIoU on labelled test images: ``downstream_b`` (``downstream``, trained on
-        translations, on real B), ``judge_real_b`` (``judge`` on real B), ``task_real_a``
+        translations, on real B; with boxes its mAP@0.5 on ``boxes_b``, the B test images' boxes and
+        classes), ``judge_real_b`` (``judge`` on real B), ``task_real_a``
         (``task_a`` on real A), ``judge_fake_b`` (the judge on translations of the A test images),
         with the ``shape`` view ``outline_real_b`` (that view alone, on real B), and given ``gen_ba``
         how far the views of the B test images agree (``agreement_real_b``), the share they agree on
@@ -291,8 +322,11 @@ class SemanticLoss(nn.Module):
         was_training = self.training
         self.eval()
         values: Dict[str, float] = {}
+        if self.boxes and boxes_b is not None:
+            values["downstream_b"] = score_boxes(self.downstream, Boxed(images["b"], *boxes_b), str(device))["map_50"]
         if targets.get("b") is not None:
-            values["downstream_b"] = scored(self.downstream, "b")
+            if not self.boxes:
+                values["downstream_b"] = scored(self.downstream, "b")
             values["judge_real_b"] = scored(self.judge, "b")
             if "outline" in self.names:
                 values["outline_real_b"] = scored(lambda x: self.outline(shape_view(x)), "b")

@@ -51,7 +51,7 @@ class SmallDetector(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 16, max_detections: int = 100) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 4 * width
-        self.num_classes, self.max_detections = num_classes, max_detections
+        self.num_classes, self.max_detections, self.stride = num_classes, max_detections, self.STRIDE
         self.enc1 = conv_block(in_channels, w1)
         self.enc2 = nn.Sequential(conv_block(w1, w2), conv_block(w2, w2))
         self.enc3 = nn.Sequential(conv_block(w2, w3), conv_block(w3, w3))
@@ -73,6 +73,7 @@ class SmallDetector(nn.Module):
         d2 = self.dec2(torch.cat([F.interpolate(d3, scale_factor=2.0, mode="nearest"), e2], 1))
         return self.head(d2)
 
+    @torch.jit.unused  # exports run FixedDetections
     def forward(self, x: torch.Tensor, targets: Optional[List[Target]] = None) -> Any:
         maps = self._maps(x)
         if targets is not None:
@@ -93,11 +94,11 @@ class SmallDetector(nn.Module):
             if not len(boxes):
                 continue
             size = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-2)
-            centre = (boxes[:, :2] + boxes[:, 2:]) / 2 / self.STRIDE
+            centre = (boxes[:, :2] + boxes[:, 2:]) / 2 / self.stride
             cell = centre.floor().long()
             cell[:, 0].clamp_(0, w - 1)
             cell[:, 1].clamp_(0, h - 1)
-            sigma = (self.GAUSSIAN * size / self.STRIDE / 6).clamp(min=0.5)
+            sigma = (self.GAUSSIAN * size / self.stride / 6).clamp(min=0.5)
             for (cx, cy), (sx, sy), cls in zip(cell.tolist(), sigma.tolist(), labels.tolist()):
                 g = torch.exp(-((gx - cx) ** 2 / (2 * sx * sx) + (gy - cy) ** 2 / (2 * sy * sy)))
                 heat[i, cls] = torch.maximum(heat[i, cls], g)
@@ -126,34 +127,52 @@ class SmallDetector(nn.Module):
                 "size": F.l1_loss(found[:, :2], goal["box"][:, :2], reduction="sum") / count,
                 "offset": F.l1_loss(offset, goal["box"][:, 2:], reduction="sum") / count}
 
-    @torch.no_grad()
-    def detections(self, maps: torch.Tensor, size: torch.Size) -> List[Target]:
-        """The ``max_detections`` strongest local peaks of the heatmaps as boxes, clipped to the image."""
+    def decode(self, maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, D, 6): the ``max_detections`` strongest local peaks of the heatmaps (fewer where the
+        maps hold fewer positions) as x_min, y_min, x_max, y_max (clipped to the image), score, class."""
         maps = maps.float()
         heat = maps[:, : self.num_classes].sigmoid()
         box = maps[:, self.num_classes:]
-        peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
-        n, k, h, w = heat.shape
+        peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).float()
+        k, h, w = heat.shape[1], heat.shape[2], heat.shape[3]
         scores, index = peaks.flatten(1).topk(min(self.max_detections, k * h * w), dim=1)
-        labels, cell = index // (h * w), index % (h * w)
-        cy, cx = (cell // w).float(), (cell % w).float()
-        at = box.flatten(2).gather(2, cell[:, None, :].expand(-1, 4, -1))  # (B, 4, D)
-        wh = at[:, :2].exp() / 2
-        centre_x = (cx + at[:, 2].sigmoid()) * self.STRIDE
-        centre_y = (cy + at[:, 3].sigmoid()) * self.STRIDE
-        height, width = int(size[0]), int(size[1])
-        boxes = torch.stack([(centre_x - wh[:, 0]).clamp(0, width), (centre_y - wh[:, 1]).clamp(0, height),
-                             (centre_x + wh[:, 0]).clamp(0, width), (centre_y + wh[:, 1]).clamp(0, height)], 2)
+        labels, cell = torch.div(index, h * w, rounding_mode="floor"), index % (h * w)
+        cy, cx = torch.div(cell, w, rounding_mode="floor").float(), (cell % w).float()
+        at = box.flatten(2).gather(2, cell.unsqueeze(1).expand(-1, 4, -1))  # (B, 4, D)
+        half_w, half_h = at[:, 0].exp() / 2, at[:, 1].exp() / 2
+        centre_x = (cx + at[:, 2].sigmoid()) * self.stride
+        centre_y = (cy + at[:, 3].sigmoid()) * self.stride
+        return torch.stack([(centre_x - half_w).clamp(0, width), (centre_y - half_h).clamp(0, height),
+                            (centre_x + half_w).clamp(0, width), (centre_y + half_h).clamp(0, height),
+                            scores, labels.float()], 2)
+
+    @torch.no_grad()
+    def detections(self, maps: torch.Tensor, size: torch.Size) -> List[Target]:
+        """:meth:`decode` as one dict per image, detections scored above 0.01 only."""
+        found = self.decode(maps, int(size[0]), int(size[1]))
         out = []
-        for i in range(n):
-            keep = scores[i] > 0.01
-            out.append({"boxes": boxes[i][keep], "scores": scores[i][keep], "labels": labels[i][keep]})
+        for image in found:
+            keep = image[:, 4] > 0.01
+            out.append({"boxes": image[keep, :4], "scores": image[keep, 4], "labels": image[keep, 5].long()})
         return out
 
 
 @register_detector("small_detector")
 def small_detector(in_channels: int, num_classes: int, width: int = 16, size: int = 64) -> nn.Module:
     return SmallDetector(in_channels, num_classes, width)
+
+
+class FixedDetections(nn.Module):
+    """What an exported detector runs: ``(B, C, H, W)`` images in [-1, 1] -> ``(B, D, 6)``, each row
+    x_min, y_min, x_max, y_max in pixels, score, class index (a fixed D, the strongest first: a
+    program with one output shape, for torch.export, ONNX and TorchScript alike)."""
+
+    def __init__(self, net: SmallDetector) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(self.net._maps(x), x.shape[2], x.shape[3])
 
 
 # --- torchvision ------------------------------------------------------------------------------------

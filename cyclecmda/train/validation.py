@@ -3,14 +3,14 @@ can score them, the feature network of FID/KID, and the metrics of a model on th
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from cyclecmda.config import Config
 from cyclecmda.data.dataset import UnpairedDataset, build_dataset, build_pipeline
 from cyclecmda.data.domain import ValueRange
-from cyclecmda.data.targets import test_targets
+from cyclecmda.data.targets import test_boxes, test_targets
 from cyclecmda.errors import DataError
 from cyclecmda.evaluate.translator import compute_metrics, load_test_images
 from cyclecmda.method.cyclegan import CycleGAN
@@ -26,12 +26,15 @@ class Validation:
         self.paired, self.device = t.eval_paired, device
         self.images: Dict[str, torch.Tensor] = {}
         self.targets: Dict[str, Optional[torch.Tensor]] = {}
+        self.boxes_b: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None  # the detector's test boxes
         names = {}
         for side, dom, value_range in (("a", d.a, range_a), ("b", d.b, range_b)):
             files, self.images[side] = load_test_images(side, dom.test_root, d, value_range, t.eval_max_images)
             names[side] = [p.name for p in files]
             if semantic is not None:
                 self.targets[side] = test_targets(files, dom, d, f"data.{side}", semantic.targets_from, semantic.classes)
+                if semantic.boxes and side == "b":
+                    self.boxes_b = test_boxes(files, dom, d, "data.b", semantic.classes)
         if t.eval_paired and names["a"] != names["b"]:
             raise DataError(
                 "train.eval_paired is set but data.a.test_root and data.b.test_root do not hold the same file "
@@ -51,7 +54,8 @@ class Validation:
                                   extractor=self.extractor, device=self.device)
         model.train()
         if model.semantic is not None:
-            metrics.update(model.semantic.evaluate(model.gen_ab, self.images, self.targets, self.device, gen_ba=model.gen_ba))
+            metrics.update(model.semantic.evaluate(model.gen_ab, self.images, self.targets, self.device, gen_ba=model.gen_ba,
+                                                   boxes_b=self.boxes_b))
         return {f"eval/{k}": v for k, v in metrics.items()}
 
 

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -46,7 +46,7 @@ class Boxed:
         return out
 
 
-def mean_average_precision() -> "torch.nn.Module":
+def mean_average_precision() -> Any:
     """torchmetrics' COCO mAP on x_min, y_min, x_max, y_max boxes; a clear error where its backend is missing."""
     try:
         from torchmetrics.detection import MeanAveragePrecision

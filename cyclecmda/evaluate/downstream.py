@@ -132,7 +132,8 @@ def _read(files: DomainFiles, task: str, size: int) -> _Raw:
 def _split(data: DataConfig, side: str, split: str, task: str, order: ClassOrder) -> DomainFiles:
     """The labelled files of one split through build_domain, with only the task's labels attached."""
     dom: DomainConfig = getattr(data, side)
-    unused = {name: "" for key in ("labels", "masks", "boxes") if key != _TARGETS[task] for name in (key, f"test_{key}")}
+    unused: Dict[str, Any] = {name: "" for key in ("labels", "masks", "boxes") if key != _TARGETS[task]
+                              for name in (key, f"test_{key}")}
     return build_domain(f"data.{side}", dataclasses.replace(dom, **unused), data, split, classes=order)
 
 

@@ -59,9 +59,11 @@ class SmallDetector(nn.Module):
         self.dec3 = conv_block(w3 + w3, w3)
         self.dec2 = conv_block(w3 + w2, w2)
         # per class a centre heatmap; then log width, log height, centre offset x, y
-        self.head = nn.Sequential(conv_block(w2, w2), nn.Conv2d(w2, num_classes + 4, 1))
-        with torch.no_grad():  # start sure of no object
-            self.head[-1].bias[:num_classes].fill_(-math.log((1 - 0.1) / 0.1))
+        last = nn.Conv2d(w2, num_classes + 4, 1)
+        start = torch.zeros(num_classes + 4)
+        start[:num_classes] = -math.log((1 - 0.1) / 0.1)  # start sure of no object
+        last.bias = nn.Parameter(start)
+        self.head = nn.Sequential(conv_block(w2, w2), last)
 
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -247,8 +249,8 @@ class Detector(nn.Module):
             self.net = DETECTORS.create(name, in_channels=in_channels, num_classes=num_classes, width=width, size=size)
             if weights:
                 load_fitting(self.net, Path(weights), "--weights")
-        self.spec = {"name": name, "args": {"in_channels": in_channels, "num_classes": num_classes, "width": width,
-                                            "size": size}}
+        args = {"in_channels": in_channels, "num_classes": num_classes, "width": width, "size": size}
+        self.spec: Dict[str, Any] = {"name": name, "args": args}
 
     def forward(self, x: torch.Tensor, targets: Optional[List[Target]] = None) -> Any:
         return self.net(x, targets)

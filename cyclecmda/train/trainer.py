@@ -185,7 +185,7 @@ class Trainer:
         if model.semantic is not None and self.task_objective is not None and self.opt_task is not None:
             # the task networks learn from real images and detached translations, drawn from a memory
             boxes = (batch["a_boxes"], batch["a_box_labels"]) if model.semantic.boxes else None
-            model.semantic.remember(real_a, real_b, images["fake_a"], images["fake_b"], *labels, boxes_a=boxes)
+            model.semantic.remember(real_a, real_b, images["fake_a"], images["fake_b"], labels[0], labels[1], boxes_a=boxes)
             if model.semantic.due(self.step):
                 with self._autocast():
                     task_total, task_losses = self.task_objective(*model.semantic.recall())

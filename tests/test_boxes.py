@@ -306,3 +306,13 @@ with torch.no_grad():
 assert "cyclecmda" not in sys.modules, "the artifact must load without the package"
 torch.save(found, out)
 """
+
+
+def test_boxes_refuse_the_translations_view():
+    from cyclecmda.config.schema import SemanticConfig, TaskConfig
+    from cyclecmda.errors import ConfigError
+    from cyclecmda.method.semantic import SemanticLoss
+
+    cfg = SemanticConfig(kind="boxes", pseudo_labels=["shape", "translations"])
+    with pytest.raises(ConfigError, match="loss.semantic.pseudo_labels.*detector"):
+        SemanticLoss(cfg, TaskConfig(width=4), 3, 1, ["background", "person", "car"], size=32)

@@ -1,22 +1,21 @@
 """One detector trained on images with boxes and scored on others: what ``cyclecmda downstream
 --task boxes`` runs for each arm and seed. Mean average precision comes from torchmetrics'
-``MeanAveragePrecision`` (the COCO evaluation of pycocotools), not from code of our own."""
+``MeanAveragePrecision`` (the COCO evaluation of pycocotools, ``method.losses.box_scores``), not
+from code of our own."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
 
-from cyclecmda.errors import ConfigError
 from cyclecmda.evaluate.task_model import BETAS, batches
+from cyclecmda.method.losses import box_scores
 from cyclecmda.models.detector import Detector
 
 DetectorFactory = Callable[[int, int], nn.Module]
-# the metrics of a box arm: the first is the one the table leads with and the gap share uses
-BOX_METRICS = {"map_50": "mAP@0.5", "map": "mAP@0.5:0.95"}
 
 
 @dataclass
@@ -46,16 +45,6 @@ class Boxed:
         return out
 
 
-def mean_average_precision() -> Any:
-    """torchmetrics' COCO mAP on x_min, y_min, x_max, y_max boxes; a clear error where its backend is missing."""
-    try:
-        from torchmetrics.detection import MeanAveragePrecision
-
-        return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
-    except ModuleNotFoundError as exc:  # pycocotools is a dependency; a broken install lacks it
-        raise ConfigError(f"scoring boxes needs pycocotools ({exc}); pip install pycocotools.") from None
-
-
 def build_detector(model: Union[str, DetectorFactory], in_channels: int, num_classes: int, width: int, size: int,
                    weights: str) -> nn.Module:
     if callable(model):
@@ -68,15 +57,9 @@ def score_boxes(net: nn.Module, test: Boxed, device: str = "cpu", batch_size: in
     """mAP@0.5 (``map_50``) and mAP@0.5:0.95 (``map``) of ``net``'s detections on ``test``."""
     was = net.training
     net.eval()
-    metric = mean_average_precision()
-    for start in range(0, len(test), batch_size):
-        found = net(test.images[start : start + batch_size].to(device))
-        truth = [{"boxes": b, "labels": c} for b, c in zip(test.boxes[start : start + batch_size],
-                                                          test.labels[start : start + batch_size])]
-        metric.update([{k: v.float().cpu() if k != "labels" else v.cpu() for k, v in d.items()} for d in found], truth)
-    values = metric.compute()
+    found = [d for batch in test.images.split(batch_size) for d in net(batch.to(device))]
     net.train(was)
-    return {name: float(values[name]) for name in BOX_METRICS}
+    return box_scores(found, test.boxes, test.labels)
 
 
 def train_and_score_boxes(

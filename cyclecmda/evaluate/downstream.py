@@ -37,9 +37,10 @@ from cyclecmda.data.domain import DomainFiles, ValueRange, build_domain, class_o
 from cyclecmda.data.images import convert_channels, to_model
 from cyclecmda.data.labels import ClassOrder, read_mask
 from cyclecmda.errors import ConfigError, DataError, unknown
-from cyclecmda.evaluate.detection import BOX_METRICS, Boxed, build_detector, train_and_score_boxes
+from cyclecmda.evaluate.detection import Boxed, build_detector, train_and_score_boxes
 from cyclecmda.evaluate.task_model import BETAS, Labelled, ModelFactory, build_model, check_model, train_and_score
 from cyclecmda.export.artifact import TranslatorArtifact, load_artifact, to_unit, translate_unit
+from cyclecmda.method.losses import BOX_METRICS
 from cyclecmda.models.detector import DEFAULT_DETECTOR, Detector, check_detector
 from cyclecmda.models.task import (
     DEFAULT_TASK_NETWORK,

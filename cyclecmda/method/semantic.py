@@ -62,8 +62,7 @@ from cyclecmda.data.boxes import pack_boxes, unpack_boxes
 from cyclecmda.data.domain import DomainFiles
 from cyclecmda.data.targets import ignore_index
 from cyclecmda.errors import CheckpointError, ConfigError
-from cyclecmda.evaluate.detection import Boxed, score_boxes
-from cyclecmda.method.losses import cross_entropy, score
+from cyclecmda.method.losses import box_scores, cross_entropy, score
 from cyclecmda.method.replay import ReplayMemory
 from cyclecmda.method.views import agreement, agreement_of, overlap, shape_view, view_networks
 from cyclecmda.models.detector import DEFAULT_DETECTOR, Detector
@@ -323,7 +322,8 @@ class SemanticLoss(nn.Module):
         self.eval()
         values: Dict[str, float] = {}
         if self.boxes and boxes_b is not None:
-            values["downstream_b"] = score_boxes(self.downstream, Boxed(images["b"], *boxes_b), str(device))["map_50"]
+            found = [d for b in images["b"].split(batch_size) for d in self.downstream(b.to(device))]
+            values["downstream_b"] = box_scores(found, *boxes_b)["map_50"]
         if targets.get("b") is not None:
             if not self.boxes:
                 values["downstream_b"] = scored(self.downstream, "b")

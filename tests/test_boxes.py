@@ -269,15 +269,22 @@ def test_training_with_boxes_learns_from_coarse_masks_and_scores_on_test_boxes(t
 
     import torch
 
+    from cyclecmda.export.write import export_checkpoint
+
+    # the ONNX and TorchScript programs beside model.pt2
+    others = export_checkpoint(result.checkpoint, tmp_path / "others", directions=(), formats=("onnx", "torchscript"),
+                               task=True)
+    assert (tmp_path / "others" / "downstream" / "model.onnx").is_file()
     script = tmp_path / "detect.py"
     script.write_text(DETECT)
     images = torch.rand(2, 1, 32, 48) * 2 - 1
     torch.save(images, tmp_path / "images.pt")
-    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "images.pt"),
-                           str(tmp_path / "found.pt")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "others" / "downstream"),
+                           str(tmp_path / "images.pt"), str(tmp_path / "found.pt")], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     found = torch.load(tmp_path / "found.pt", weights_only=True)
-    assert found.shape == (2, 100, 6)
+    assert others and found.shape == (2, 100, 6)
     assert (found[..., :4] >= 0).all() and (found[..., [0, 2]] <= 48).all() and (found[..., [1, 3]] <= 32).all()
     assert (found[..., 4] >= 0).all() and (found[..., 4] <= 1).all() and set(found[..., 5].unique().tolist()) <= {0, 1, 2, 3}
     assert (found[:, :-1, 4] >= found[:, 1:, 4]).all()  # strongest first
@@ -297,12 +304,19 @@ def test_training_with_boxes_learns_from_coarse_masks_and_scores_on_test_boxes(t
 
 DETECT = r"""
 import json, sys
+import onnxruntime as ort
 import torch
-folder, images, out = sys.argv[1:]
+folder, others, images, out = sys.argv[1:]
 meta = json.load(open(f"{folder}/meta.json"))
+x = torch.load(images, weights_only=True)
 net = torch.export.load(f"{folder}/{meta['files']['pt2']}").module()
 with torch.no_grad():
-    found = net(torch.load(images, weights_only=True))
+    found = net(x)
+    scripted = torch.jit.load(f"{others}/model.ts")(x)
+onnx = ort.InferenceSession(f"{others}/model.onnx", providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+keep = found[..., 4] > 0.01  # the detections (equal scores of empty positions may come in any order)
+for other in (scripted, torch.from_numpy(onnx)):
+    assert other.shape == found.shape and torch.allclose(other[keep], found[keep], atol=1e-4)
 assert "cyclecmda" not in sys.modules, "the artifact must load without the package"
 torch.save(found, out)
 """

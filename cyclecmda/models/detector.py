@@ -138,8 +138,11 @@ class SmallDetector(nn.Module):
         peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).float()
         k, h, w = heat.shape[1], heat.shape[2], heat.shape[3]
         scores, index = peaks.flatten(1).topk(min(self.max_detections, k * h * w), dim=1)
-        labels, cell = torch.div(index, h * w, rounding_mode="floor"), index % (h * w)
-        cy, cx = torch.div(cell, w, rounding_mode="floor").float(), (cell % w).float()
+        # (no remainder by the map's size: the ONNX exporter cannot take one of a symbolic size)
+        labels = torch.div(index, h * w, rounding_mode="floor")
+        cell = index - labels * (h * w)
+        row = torch.div(cell, w, rounding_mode="floor")
+        cy, cx = row.float(), (cell - row * w).float()
         at = box.flatten(2).gather(2, cell.unsqueeze(1).expand(-1, 4, -1))  # (B, 4, D)
         half_w, half_h = at[:, 0].exp() / 2, at[:, 1].exp() / 2
         centre_x = (cx + at[:, 2].sigmoid()) * self.stride

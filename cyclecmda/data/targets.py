@@ -9,7 +9,7 @@ import cv2
 import torch
 
 from cyclecmda.config import DataConfig, DomainConfig
-from cyclecmda.data.boxes import box_mask, box_masks, read_boxes
+from cyclecmda.data.boxes import box_masks, read_boxes
 from cyclecmda.data.domain import class_order
 from cyclecmda.data.images import probe_image
 from cyclecmda.data.labels import IGNORE, NO_LABEL, ClassOrder, DomainLabels, read_mask
@@ -92,6 +92,4 @@ def _test_box_masks(files: List[Path], dom: DomainConfig, data: DataConfig, key:
                     classes: List[str]) -> Optional[torch.Tensor]:
     """The coarse masks of test images' boxes at the crop size."""
     found = test_boxes(files, dom, data, key, classes)
-    if found is None:
-        return None
-    return torch.stack([box_mask(b, c, (data.crop_size, data.crop_size)) for b, c in zip(*found)])
+    return None if found is None else box_masks(*found, (data.crop_size, data.crop_size))

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from cyclecmda.config import Config
+from cyclecmda.data.boxes import box_masks
 from cyclecmda.data.dataset import UnpairedDataset, build_dataset, build_pipeline
 from cyclecmda.data.domain import ValueRange
 from cyclecmda.data.targets import test_boxes, test_targets
@@ -32,9 +33,12 @@ class Validation:
             files, self.images[side] = load_test_images(side, dom.test_root, d, value_range, t.eval_max_images)
             names[side] = [p.name for p in files]
             if semantic is not None:
-                self.targets[side] = test_targets(files, dom, d, f"data.{side}", semantic.targets_from, semantic.classes)
-                if semantic.boxes and side == "b":
+                if semantic.boxes and side == "b":  # read once: the detector's boxes, the judge's coarse masks
                     self.boxes_b = test_boxes(files, dom, d, "data.b", semantic.classes)
+                    self.targets[side] = None if self.boxes_b is None else box_masks(*self.boxes_b, (d.crop_size,) * 2)
+                else:
+                    self.targets[side] = test_targets(files, dom, d, f"data.{side}", semantic.targets_from,
+                                                      semantic.classes)
         if t.eval_paired and names["a"] != names["b"]:
             raise DataError(
                 "train.eval_paired is set but data.a.test_root and data.b.test_root do not hold the same file "

@@ -155,6 +155,9 @@ def _check_semantic(cfg: Config) -> None:
     if not 0 <= sem.min_agreement <= 1:
         raise ConfigError(f"invalid value {sem.min_agreement!r} for 'loss.semantic.min_agreement'; it must be in [0, 1].")
     views = list(sem.pseudo_labels)
+    if not 0 <= sem.shape_min_kappa <= 1:
+        raise ConfigError(f"invalid value {sem.shape_min_kappa!r} for 'loss.semantic.shape_min_kappa'; it must be in [0, 1] "
+                          "(Cohen's kappa: 0 chance, 1 always right; 0 turns the gate off).")
     if not sem.shape_weight >= 0:
         raise ConfigError(f"invalid value {sem.shape_weight!r} for 'loss.semantic.shape_weight'; it must be >= 0.")
     if sem.shape_weight and "shape" not in views:

@@ -149,8 +149,13 @@ class SemanticConfig:
     min_agreement: float = 0.6
     # Outline consistency: the outline networks (the shape views, trained on the outlines of
     # labelled A images) must name a's class on the outlines of gen_ab(a), with this weight. It
-    # needs no label of B and is on once those networks are ready; 0 leaves it off.
+    # needs no label of B; 0 leaves it off.
     shape_weight: float = 0.0
+    # ... and it is on only while those networks already read a's class on the outlines of the
+    # translations this well (their running Cohen's kappa with a's labels: 0 chance, 1 always
+    # right): the term keeps class outlines that carry over to B, and does not force A's outlines
+    # on a B whose outlines differ. 0: on once the networks are ready.
+    shape_min_kappa: float = 0.45
     lr: float = 1e-3  # Adam learning rate of the task networks
     # The task networks learn from batches of task_batch items drawn every task_every steps from
     # a memory of the last `memory` training items (real images, translations, labels).

@@ -40,9 +40,13 @@ off the translator trains exactly as without labels (the task networks draw no r
 the translator's), so labels whose pseudo-labels cannot be trusted cost nothing but time.
 
 With ``shape_weight`` the generator has a second term that needs no label of B: the outline
-networks must name ``a``'s class on the outlines of ``gen_ab(a)`` (``semantic_shape``), on once the
-networks are ready. It keeps what distinguishes a class in its outlines through the translation,
-whatever else the translation changes.
+networks must name ``a``'s class on the outlines of ``gen_ab(a)`` (``semantic_shape``). It keeps what
+distinguishes a class in its outlines through the translation, whatever else the translation
+changes, and it is on only while the outline networks are ready and already read ``a``'s class
+on the outlines of the translations better than ``shape_min_kappa`` (their running Cohen's kappa
+with ``a``'s labels, measured on the detached translations the task networks learn from): where B's
+outlines differ from A's (line drawings, dark and noisy night frames) the translations' outlines
+do not show A's classes, and the term, which would force them to, stays off.
 
 The task networks do not learn from the translator's small batches: every step's items go into a
 replay memory (``memory`` items), and every ``task_every`` steps the networks take one step on
@@ -64,13 +68,16 @@ from cyclecmda.data.targets import ignore_index
 from cyclecmda.errors import CheckpointError, ConfigError
 from cyclecmda.method.losses import box_scores, cross_entropy, score
 from cyclecmda.method.replay import ReplayMemory
-from cyclecmda.method.views import agreement, agreement_of, overlap, shape_view, view_networks
+from cyclecmda.method.views import agreement, agreement_of, kappa_of, overlap, reading, shape_view, view_networks
 from cyclecmda.models.detector import DEFAULT_DETECTOR, Detector
 from cyclecmda.models.task import DEFAULT_TASK_NETWORK, TaskNetwork
 
 Tensors = Dict[str, torch.Tensor]
 
 EMA_DECAY = 0.9  # of the running losses and agreement counts that gate the generator term
+# of the counts behind the outline networks' kappa on translations: a steadier estimate (about the
+# last 50 task steps) than the other gates', which would flicker about shape_min_kappa
+READING_DECAY = 0.98
 # loss.semantic.confidence: None by kind; at 0.9 a segmenter's sure pixels on real B were nearly all
 # background, and the judge, learning from them, labelled everything background (docs/experiments.md)
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
@@ -96,6 +103,8 @@ class SemanticLoss(nn.Module):
     judge_loss: torch.Tensor
     running_overlap: torch.Tensor
     running_agreement: torch.Tensor
+    running_reading: torch.Tensor
+    shape_kappa: torch.Tensor
     ready: torch.Tensor
     judge_fits: torch.Tensor
 
@@ -137,6 +146,10 @@ class SemanticLoss(nn.Module):
         # would make a batch's own intersection over union swing)
         self.register_buffer("running_overlap", torch.zeros(2, num_classes))
         self.register_buffer("running_agreement", torch.full((), float("nan")))
+        # how well the outline networks read a's class on the outlines of its translation (the gate
+        # of the outline term): running counts and their kappa
+        self.register_buffer("running_reading", torch.zeros(2 + 2 * num_classes))
+        self.register_buffer("shape_kappa", torch.full((), float("nan")))
         # the gates: the networks the term needs are ready (opens once); the judge fits its
         # pseudo-labels (now: it may unlearn them)
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
@@ -190,7 +203,10 @@ class SemanticLoss(nn.Module):
                 f"(stored {stored.get('networks')} for classes {stored.get('classes')}, configured {self.specs} "
                 f"for {self.classes}). Resume with the config stored in the run folder (config.yaml)."
             )
-        self.load_state_dict(cast(Dict[str, torch.Tensor], stored["state"]))
+        state = dict(cast(Dict[str, torch.Tensor], stored["state"]))
+        for name in ("running_reading", "shape_kappa"):  # checkpoints written before the outline term's gate
+            state.setdefault(name, getattr(self, name))
+        self.load_state_dict(state)
 
     # --- labels of real B ---------------------------------------------------------------
 
@@ -227,6 +243,12 @@ class SemanticLoss(nn.Module):
         """Whether the generator's term counts now (a bool tensor: no host sync)."""
         return self.ready & self.judge_fits & (self.running_agreement >= self.cfg.min_agreement)
 
+    def shape_on(self) -> torch.Tensor:
+        """Whether the outline term counts now (a bool tensor: no host sync)."""
+        if not self.cfg.shape_min_kappa:
+            return self.ready.clone()
+        return self.ready & (self.shape_kappa >= self.cfg.shape_min_kappa)
+
     def pseudo_labels(self, real_b: torch.Tensor, label_b: torch.Tensor) -> torch.Tensor:
         """B's labels where given, else ``judge``'s confident predictions on real B."""
         return self._confident(self.judge, real_b, label_b)
@@ -247,7 +269,8 @@ class SemanticLoss(nn.Module):
             "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore, balance) * weight,
         }
         if self.cfg.shape_weight:
-            losses["semantic_shape"] = self.outline_loss(images["fake_b"], label_a) * self.ready.float() * self.cfg.shape_weight
+            shape_weight = self.shape_on().float() * self.cfg.shape_weight
+            losses["semantic_shape"] = self.outline_loss(images["fake_b"], label_a) * shape_weight
         return losses
 
     def outline_loss(self, fake_b: torch.Tensor, label_a: torch.Tensor) -> torch.Tensor:
@@ -283,6 +306,10 @@ class SemanticLoss(nn.Module):
         has_b = (target_b != self.ignore).any()
         self._update_gates(needed, losses["judge"].detach(), has_b, counts)
         losses["semantic_on"] = self.term_on().float()
+        if self.cfg.shape_weight:
+            self._update_reading(self._outline_reading(fake_b.detach(), label_a))
+            losses["shape_kappa"] = self.shape_kappa.clone()
+            losses["shape_on"] = self.shape_on().float()
         losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target
         losses["agreement"] = self.running_agreement.clone()
         return total, losses
@@ -294,6 +321,32 @@ class SemanticLoss(nn.Module):
             targets = [{k: v.to(fake_b.device) for k, v in t.items()} for t in unpack_boxes(boxes_a)]
             return torch.stack(list(self.downstream(fake_b, targets).values())).sum()
         return cross_entropy(self.downstream(fake_b), label_a, self.ignore)
+
+    @torch.no_grad()
+    def _outline_reading(self, fake_b: torch.Tensor, label_a: torch.Tensor) -> torch.Tensor:
+        """``reading`` counts of every outline network's classes on the outlines of translations
+        against a's labels, summed (eval mode: the networks' batch statistics stay their training's)."""
+        edges = shape_view(fake_b)
+        counts = []
+        for name in self.outline_names:
+            net = getattr(self, name)
+            was_training = net.training
+            net.eval()
+            counts.append(reading(net(edges).argmax(1), label_a, self.num_classes, self.ignore))
+            net.train(was_training)
+        return torch.stack(counts).sum(0)
+
+    @torch.no_grad()
+    def _update_reading(self, counts: torch.Tensor) -> None:
+        """Fold a task step's ``_outline_reading`` into the running counts and their kappa."""
+        counts = counts.float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+        first = torch.isnan(self.shape_kappa)
+        self.running_reading.copy_(torch.where(first, counts, READING_DECAY * self.running_reading
+                                               + (1 - READING_DECAY) * counts))
+        kappa = kappa_of(self.running_reading)
+        self.shape_kappa.copy_(torch.where(self.running_reading[1] > 0, kappa, self.shape_kappa))
 
     # --- held-out scores ------------------------------------------------------------------
 

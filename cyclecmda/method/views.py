@@ -61,3 +61,22 @@ def agreement_of(counts: torch.Tensor) -> torch.Tensor:
 def agreement(guesses: torch.Tensor, num_classes: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """How much views agree on a set of entries: ``agreement_of(overlap(...))``."""
     return agreement_of(overlap(guesses, num_classes, weight))
+
+
+def reading(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore: int) -> torch.Tensor:
+    """(2 + 2K,) counts behind Cohen's kappa of predictions against targets, over the labelled
+    entries: how many match, how many there are, then the targets' and the predictions' class counts."""
+    valid = (target != ignore).flatten().float()
+    pred, target = pred.flatten(), torch.where(target != ignore, target, 0).flatten()
+    marginals = [torch.zeros(num_classes, device=pred.device).scatter_add_(0, x, valid) for x in (target, pred)]
+    return torch.cat([torch.stack([((pred == target).float() * valid).sum(), valid.sum()]), *marginals])
+
+
+def kappa_of(counts: torch.Tensor) -> torch.Tensor:
+    """Cohen's kappa from ``reading``'s counts: 0 for chance agreement (given how often each class
+    is labelled and predicted), 1 for complete agreement; NaN with no entry. No host sync."""
+    total = counts[1]
+    observed = counts[0] / total
+    labels, preds = counts[2:].view(2, -1) / total
+    expected = (labels * preds).sum()
+    return (observed - expected) / (1 - expected).clamp(min=1e-6)

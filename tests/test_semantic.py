@@ -145,10 +145,62 @@ def test_outline_term_needs_no_label_of_b_and_reaches_only_the_translator(tiny_c
     assert not torch.allclose(closed_grad, opened_grad)  # the term reaches the generator A -> B
 
 
+class _Reads(torch.nn.Module):
+    """An outline network's stand-in whose classes are set by the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classes = torch.zeros(0, dtype=torch.long)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(self.classes, 3).float() * 10
+
+
+def test_outline_term_waits_until_the_outline_networks_read_the_translations(tiny_config):
+    """The gate is Cohen's kappa of the outline networks' classes on the outlines of the detached
+    translations against a's labels: right on every translation opens it, chance-like keeps it shut."""
+    from cyclecmda.method.views import kappa_of, reading
+
+    label = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert kappa_of(reading(label, label, 3, -1)).item() == pytest.approx(1.0)
+    assert kappa_of(reading(torch.zeros_like(label), label, 3, -1)).item() == pytest.approx(0.0)  # one class for all
+    ignored = torch.tensor([0, 1, 2, -1, -1, -1])  # unlabelled entries do not count
+    assert kappa_of(reading(torch.tensor([0, 1, 2, 2, 2, 2]), ignored, 3, -1)).item() == pytest.approx(1.0)
+
+    torch.manual_seed(0)
+    cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
+                                       loss__semantic__shape_weight=1.0, loss__semantic__shape_min_kappa=0.5))
+    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
+    stand_ins = [_Reads(), _Reads()]
+    semantic.outline.net, semantic.outline_2.net = stand_ins
+    real_a, fake_b = torch.rand(6, 3, 32, 32) * 2 - 1, torch.rand(6, 1, 32, 32) * 2 - 1
+    real_b, no_label_b = torch.rand(6, 1, 32, 32) * 2 - 1, torch.full((6,), -1)
+    semantic.ready.fill_(True)
+
+    def task_step(read_as: torch.Tensor) -> dict:
+        for net in stand_ins:
+            net.classes = read_as
+        return semantic.task_step(real_a, real_b, None, fake_b, label, no_label_b)[1]
+
+    chance = task_step(torch.tensor([1, 2, 0, 2, 0, 1]))  # every translation read as another class
+    assert chance["shape_kappa"].item() < 0 and chance["shape_on"].item() == 0.0
+    for _ in range(200):  # then right on every one: the running kappa climbs past the threshold
+        losses = task_step(label)
+    assert losses["shape_kappa"].item() > 0.5 and losses["shape_on"].item() == 1.0
+    assert semantic.outline.training  # read in eval mode, left as it was
+    images = {"fake_b": fake_b.requires_grad_(True), "fake_a": torch.rand(6, 3, 32, 32)}
+    assert semantic.generator_losses(images, real_b, label, no_label_b)["semantic_shape"].item() > 0
+    semantic.shape_kappa.fill_(0.3)
+    assert semantic.generator_losses(images, real_b, label, no_label_b)["semantic_shape"].item() == 0.0
+
+
 def test_outline_term_asks_for_an_outline_network(tiny_config):
     with pytest.raises(ConfigError, match=r"shape_weight.*no shape view"):
         load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
                                      loss__semantic__shape_weight=1, loss__semantic__pseudo_labels="[translations]"))
+    with pytest.raises(ConfigError, match=r"shape_min_kappa.*\[0, 1\]"):
+        load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
+                                     loss__semantic__shape_min_kappa=1.5))
     with pytest.raises(ConfigError, match=r"shape_weight.*>= 0"):
         load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
                                      loss__semantic__shape_weight=-1))

@@ -484,12 +484,14 @@ def test_two_process_ddp_run_keeps_the_task_networks_identical(tiny_config, labe
 
     out = tmp_path / "ddp"
     out.mkdir()
-    args = ddp_overrides(tiny_config, **{**labelled, "run__name": "ddp", "train__max_steps": 2,
+    # with the outline term, whose gate (the outline networks' kappa on translations) is all-reduced too
+    args = ddp_overrides(tiny_config, **{**labelled, "run__name": "ddp", "train__max_steps": 2, "loss__semantic__shape_weight": 1,
                                          "train__checkpoint_every": 100, "data__batch_size": 1, "data__num_workers": 1})
     proc = torchrun(2, [str(out), *args])
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["semantic"] is not None
+    assert bool(torch.isfinite(r0["semantic"]["shape_kappa"]))  # the outline networks read the translations
     changed = False
     for key, value in r0["semantic"].items():
         if key.startswith("memory."):  # each rank remembers its own batches

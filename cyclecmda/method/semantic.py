@@ -304,10 +304,10 @@ class SemanticLoss(nn.Module):
         # the term waits for the networks it needs: task_a (B -> A) and those of the views of real B
         needed = torch.stack([losses[n] for n in sorted({"task_a", *self.view_names})]).max().detach()
         has_b = (target_b != self.ignore).any()
-        self._update_gates(needed, losses["judge"].detach(), has_b, counts)
+        read = self._outline_reading(fake_b.detach(), label_a) if self.cfg.shape_weight else None
+        self._update_gates(needed, losses["judge"].detach(), has_b, counts, read)
         losses["semantic_on"] = self.term_on().float()
         if self.cfg.shape_weight:
-            self._update_reading(self._outline_reading(fake_b.detach(), label_a))
             losses["shape_kappa"] = self.shape_kappa.clone()
             losses["shape_on"] = self.shape_on().float()
         losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target
@@ -335,18 +335,6 @@ class SemanticLoss(nn.Module):
             counts.append(reading(net(edges).argmax(1), label_a, self.num_classes, self.ignore))
             net.train(was_training)
         return torch.stack(counts).sum(0)
-
-    @torch.no_grad()
-    def _update_reading(self, counts: torch.Tensor) -> None:
-        """Fold a task step's ``_outline_reading`` into the running counts and their kappa."""
-        counts = counts.float()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(counts)
-        first = torch.isnan(self.shape_kappa)
-        self.running_reading.copy_(torch.where(first, counts, READING_DECAY * self.running_reading
-                                               + (1 - READING_DECAY) * counts))
-        kappa = kappa_of(self.running_reading)
-        self.shape_kappa.copy_(torch.where(self.running_reading[1] > 0, kappa, self.shape_kappa))
 
     # --- held-out scores ------------------------------------------------------------------
 
@@ -405,23 +393,32 @@ class SemanticLoss(nn.Module):
 
     @torch.no_grad()
     def _update_gates(self, ready_loss: torch.Tensor, judge_loss: torch.Tensor, judge_learned: torch.Tensor,
-                      counts: torch.Tensor) -> None:
+                      counts: torch.Tensor, read: Optional[torch.Tensor] = None) -> None:
         """Fold a task step into the running losses and agreement, then set the gates. ``counts``:
-        the step's ``overlap`` of the views on real B; ``judge_learned``: the judge had a target."""
+        the step's ``overlap`` of the views on real B; ``judge_learned``: the judge had a target;
+        ``read``: with the outline term, the step's ``_outline_reading`` of the translations."""
         losses = torch.stack([ready_loss.float(), judge_loss.float()])
         learned = torch.stack([torch.ones_like(judge_learned), judge_learned]).float()
         counts = counts.float().to(losses.device)
+        if read is not None:
+            read = read.float().to(losses.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # one gate for all ranks
-            both = torch.cat([losses * learned, learned, counts.flatten()])
+            both = torch.cat([losses * learned, learned, counts.flatten(), *([] if read is None else [read])])
             torch.distributed.all_reduce(both)
             losses, learned = both[:2] / both[2:4].clamp(min=1), (both[2:4] > 0).float()
-            counts = both[4:].view_as(counts)
+            counts, read = both[4 : 4 + counts.numel()].view_as(counts), None if read is None else both[4 + counts.numel() :]
         for running, loss, given in zip((self.ready_loss, self.judge_loss), losses, learned.bool()):
             updated = torch.where(torch.isnan(running), loss, EMA_DECAY * running + (1 - EMA_DECAY) * loss)
             running.copy_(torch.where(given, updated, running))
         first = torch.isnan(self.running_agreement)
         self.running_overlap.copy_(torch.where(first, counts, EMA_DECAY * self.running_overlap + (1 - EMA_DECAY) * counts))
         self.running_agreement.copy_(agreement_of(self.running_overlap))
+        if read is not None:
+            first = torch.isnan(self.shape_kappa)
+            self.running_reading.copy_(torch.where(first, read, READING_DECAY * self.running_reading
+                                                   + (1 - READING_DECAY) * read))
+            kappa = kappa_of(self.running_reading)
+            self.shape_kappa.copy_(torch.where(self.running_reading[1] > 0, kappa, self.shape_kappa))
         self.steps += self.cfg.task_every  # training steps seen
         threshold = self.cfg.max_task_loss
         self.ready |= (self.steps >= self.cfg.warmup_steps) & (self.ready_loss < threshold)

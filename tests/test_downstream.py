@@ -74,6 +74,8 @@ def test_cli_trains_every_arm_and_reports_each_over_seeds(demo, exported, tmp_pa
         assert arm["mean"] == pytest.approx(np.mean(values))
         assert arm["std"] == pytest.approx(np.std(values, ddof=1))
         assert arm["sem"] == pytest.approx(np.std(values, ddof=1) / 3 ** 0.5)
+        # the test set's own sampling error beside the seeds': binomial on the 8 test images
+        assert arm["test_se"] == pytest.approx((arm["mean"] * (1 - arm["mean"]) / N_TEST) ** 0.5)
     low, high = report["arms"]["as_is"]["mean"], report["arms"]["real_b"]["mean"]
     if high != low:
         expected = (report["arms"][artifact]["mean"] - low) / (high - low)
@@ -88,6 +90,8 @@ def test_cli_trains_every_arm_and_reports_each_over_seeds(demo, exported, tmp_pa
     rows = {line.split()[0]: line for line in table[2:6]}
     assert set(rows) == {"as_is", artifact, "real_b", mixed}
     assert f"{report['arms']['real_b']['mean']:.3f} ± {report['arms']['real_b']['sem']:.3f}" in rows["real_b"]
+    worst = max(arm["test_se"] for arm in report["arms"].values())
+    assert f"the {N_TEST} test images add up to ± {worst:.3f}" in table[-1]
 
 
 def test_table_is_printed_without_json(demo, exported, capsys):
@@ -139,6 +143,7 @@ def test_mask_task_scores_mean_iou(demo, exported, capsys):
     assert [a["kind"] for a in report["arms"].values()] == ["translated", "real_b"]
     for arm in report["arms"].values():
         assert len(arm["values"]) == 2 and all(0 <= v <= 1 for v in arm["values"])
+        assert "test_se" not in arm  # a mean IoU has no binomial error
 
 
 def test_missing_test_labels_is_one_line_naming_the_key(demo, capsys):

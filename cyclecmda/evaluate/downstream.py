@@ -208,6 +208,12 @@ def _summary(values: List[float]) -> Dict[str, Any]:
             "sem": sd / math.sqrt(len(values)) if sd is not None else None, "n": len(values)}
 
 
+def _sampling_error(accuracy: float, n_test: int) -> float:
+    """The binomial standard error of an accuracy measured on ``n_test`` images: how far another
+    test set of the same size would move it."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n_test)
+
+
 def _default_task(data: DataConfig) -> str:
     if data.a.labels:
         return "class"
@@ -349,6 +355,8 @@ def measure(
     results: Dict[str, Any] = {}
     for name, (kind, train_set, source) in sets.items():
         results[name] = {"kind": kind, "train_images": len(train_set), **_summary([v[metrics[0]] for v in values[name]])}
+        if task == "class":  # what the test set alone adds, which the seeds' standard error leaves out
+            results[name]["test_se"] = _sampling_error(results[name]["mean"], len(test_set))
         if len(metrics) > 1:
             results[name]["metrics"] = {m: _summary([v[m] for v in values[name]]) for m in metrics}
         if source is not None:
@@ -417,6 +425,12 @@ def format_table(report: Dict[str, Any]) -> str:
         rows.append((name, arm["kind"], *cells, str(arm["n"]), f"{share:.2f}" if share is not None else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    note = ("gap share: (translated - as_is) / (real_b - as_is), the part of the way from A as it is to real "
-            "labelled B that the translator covers") if report["gap_share"] else ""
-    return "\n".join([head, *lines, *([note] if note else [])])
+    notes = []
+    if report["gap_share"]:
+        notes.append("gap share: (translated - as_is) / (real_b - as_is), the part of the way from A as it is to "
+                     "real labelled B that the translator covers")
+    test_se = [arm["test_se"] for arm in report["arms"].values() if "test_se" in arm]
+    if test_se:
+        notes.append(f"s.e. is over the seeds; the {report['test']['images']} test images add up to "
+                     f"± {max(test_se):.3f} of their own (binomial), so arms closer than that need more test images")
+    return "\n".join([head, *lines, *notes])

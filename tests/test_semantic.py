@@ -194,6 +194,21 @@ def test_outline_term_waits_until_the_outline_networks_read_the_translations(tin
     assert semantic.generator_losses(images, real_b, label, no_label_b)["semantic_shape"].item() == 0.0
 
 
+def test_outline_term_is_on_by_default_for_image_classes_only(tiny_config):
+    """shape_weight null: 1 for classes with a shape view, 0 for masks, boxes and views without one;
+    a value given is kept."""
+    def weight(kind, classes=("cat", "dog", "owl"), **overrides):
+        cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind=kind, data__a__labels="x.csv", **overrides))
+        return SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, list(classes)).shape_weight
+
+    assert weight("class") == 1.0
+    assert weight("class", loss__semantic__pseudo_labels="[translations]") == 0.0
+    assert weight("class", loss__semantic__shape_weight=0) == 0.0
+    assert weight("mask", data__a__masks="m", data__mask_classes="[bg,cat]", classes=("bg", "cat")) == 0.0
+    assert weight("mask", data__a__masks="m", data__mask_classes="[bg,cat]", classes=("bg", "cat"),
+                  loss__semantic__shape_weight=2) == 2.0
+
+
 def test_outline_term_asks_for_an_outline_network(tiny_config):
     with pytest.raises(ConfigError, match=r"shape_weight.*no shape view"):
         load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
@@ -279,7 +294,8 @@ def test_shape_labeller_learns_from_real_a_and_labels_real_b_once_on(tiny_config
     total.backward()
     assert all(p.grad is not None for p in semantic.outline.parameters())
 
-    assert torch.equal(seen[-1], shape_view(real_a))  # it learns from the outlines of labelled A images
+    assert any(torch.equal(x, shape_view(real_a)) for x in seen)  # it learns from the outlines of labelled A images
+    assert torch.equal(seen[-1], shape_view(fake_b))  # and reads the translations' (the outline term's gate)
     assert losses["pseudo_b"].item() == pytest.approx(1 / 3)  # closed gate: only B's own label
     semantic.ready.fill_(True)
     guesses = torch.tensor([[0.0, 9.0, 0.0], [0.0, 0.0, 9.0], [1.0, 1.0, 1.2]])  # sure, sure, unsure

@@ -158,7 +158,7 @@ def _check_semantic(cfg: Config) -> None:
     if not 0 <= sem.shape_min_kappa <= 1:
         raise ConfigError(f"invalid value {sem.shape_min_kappa!r} for 'loss.semantic.shape_min_kappa'; it must be in [0, 1] "
                           "(Cohen's kappa: 0 chance, 1 always right; 0 turns the gate off).")
-    if not sem.shape_weight >= 0:
+    if sem.shape_weight is not None and not sem.shape_weight >= 0:
         raise ConfigError(f"invalid value {sem.shape_weight!r} for 'loss.semantic.shape_weight'; it must be >= 0.")
     if sem.shape_weight and "shape" not in views:
         raise ConfigError(f"loss.semantic.shape_weight={sem.shape_weight} asks the outline networks about translations, "

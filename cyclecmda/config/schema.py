@@ -149,8 +149,9 @@ class SemanticConfig:
     min_agreement: float = 0.6
     # Outline consistency: the outline networks (the shape views, trained on the outlines of
     # labelled A images) must name a's class on the outlines of gen_ab(a), with this weight. It
-    # needs no label of B; 0 leaves it off.
-    shape_weight: float = 0.0
+    # needs no label of B; 0 leaves it off. None: 1 for image classes with a shape view, 0 for
+    # masks and boxes (where it has not been measured).
+    shape_weight: Optional[float] = None
     # ... and it is on only while those networks already read a's class on the outlines of the
     # translations this well (their running Cohen's kappa with a's labels: 0 chance, 1 always
     # right): the term keeps class outlines that carry over to B, and does not force A's outlines

@@ -39,14 +39,15 @@ least ``min_agreement``: it goes off again when either fails. While it is
 off the translator trains exactly as without labels (the task networks draw no random number of
 the translator's), so labels whose pseudo-labels cannot be trusted cost nothing but time.
 
-With ``shape_weight`` the generator has a second term that needs no label of B: the outline
-networks must name ``a``'s class on the outlines of ``gen_ab(a)`` (``semantic_shape``). It keeps what
-distinguishes a class in its outlines through the translation, whatever else the translation
-changes, and it is on only while the outline networks are ready and already read ``a``'s class
-on the outlines of the translations better than ``shape_min_kappa`` (their running Cohen's kappa
-with ``a``'s labels, measured on the detached translations the task networks learn from): where B's
-outlines differ from A's (line drawings, dark and noisy night frames) the translations' outlines
-do not show A's classes, and the term, which would force them to, stays off.
+With ``shape_weight`` (on by default for image classes) the generator has a second term that
+needs no label of B: the outline networks must name ``a``'s class on the outlines of ``gen_ab(a)``
+(``semantic_shape``). It keeps what distinguishes a class in its outlines through the
+translation, whatever else the translation changes, and it is on only while the outline networks
+are ready and already read ``a``'s class on the outlines of the translations at least as well as
+``shape_min_kappa`` says (their running Cohen's kappa with ``a``'s labels, on the detached
+translations the task networks learn from): where B's outlines differ from A's (line drawings,
+dark and noisy night frames) the translations' outlines do not show A's classes, and the term,
+which would force them to, stays off.
 
 The task networks do not learn from the translator's small batches: every step's items go into a
 replay memory (``memory`` items), and every ``task_every`` steps the networks take one step on
@@ -81,6 +82,8 @@ READING_DECAY = 0.98
 # loss.semantic.confidence: None by kind; at 0.9 a segmenter's sure pixels on real B were nearly all
 # background, and the judge, learning from them, labelled everything background (docs/experiments.md)
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
+# loss.semantic.shape_weight: None by kind; measured on four domain pairs for image classes only (docs/pairs.md)
+DEFAULT_SHAPE_WEIGHT = {"class": 1.0, "mask": 0.0, "boxes": 0.0}
 MAX_BOXES = 64  # boxes an image keeps in the replay memory (the largest)
 
 __all__ = ["SemanticLoss", "build_semantic"]
@@ -123,6 +126,8 @@ class SemanticLoss(nn.Module):
         self.ignore = ignore_index(self.kind)
         self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[self.kind]
         self.views = list(cfg.pseudo_labels)
+        self.shape_weight = (cfg.shape_weight if cfg.shape_weight is not None
+                             else DEFAULT_SHAPE_WEIGHT[cfg.kind] if "shape" in self.views else 0.0)
         if self.boxes and "translations" in self.views:
             raise ConfigError("loss.semantic.pseudo_labels: with kind=boxes the downstream model is a detector, which "
                               "labels no pixels; use shape and/or source.")
@@ -268,8 +273,8 @@ class SemanticLoss(nn.Module):
             "semantic_ab": cross_entropy(self.judge(images["fake_b"]), label_a, self.ignore, balance) * weight,
             "semantic_ba": cross_entropy(self.task_a(images["fake_a"]), target_b, self.ignore, balance) * weight,
         }
-        if self.cfg.shape_weight:
-            shape_weight = self.shape_on().float() * self.cfg.shape_weight
+        if self.shape_weight:
+            shape_weight = self.shape_on().float() * self.shape_weight
             losses["semantic_shape"] = self.outline_loss(images["fake_b"], label_a) * shape_weight
         return losses
 
@@ -304,10 +309,10 @@ class SemanticLoss(nn.Module):
         # the term waits for the networks it needs: task_a (B -> A) and those of the views of real B
         needed = torch.stack([losses[n] for n in sorted({"task_a", *self.view_names})]).max().detach()
         has_b = (target_b != self.ignore).any()
-        read = self._outline_reading(fake_b.detach(), label_a) if self.cfg.shape_weight else None
+        read = self._outline_reading(fake_b.detach(), label_a) if self.shape_weight else None
         self._update_gates(needed, losses["judge"].detach(), has_b, counts, read)
         losses["semantic_on"] = self.term_on().float()
-        if self.cfg.shape_weight:
+        if self.shape_weight:
             losses["shape_kappa"] = self.shape_kappa.clone()
             losses["shape_on"] = self.shape_on().float()
         losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target

@@ -189,6 +189,20 @@ def test_list_keys_take_comma_separated_values():
         load_config([], ["loss.nce_layers=2,x"])
 
 
+def test_a_single_value_where_a_list_belongs_names_the_key_and_the_list_to_write(tmp_path):
+    yaml_file = tmp_path / "views.yaml"
+    yaml_file.write_text("loss:\n  semantic:\n    pseudo_labels: shape\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config([yaml_file])
+    message = str(caught.value)
+    assert "'loss.semantic.pseudo_labels' (in " in message and "views.yaml" in message
+    assert "expects a list" in message and "'shape'" in message and "[shape]" in message
+    assert "ListConfig" not in message
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("loss:\n  semantic:\n    pseudo_labels: [shape]\n")
+    assert load_config([fixed]).loss.semantic.pseudo_labels == ["shape"]
+
+
 @pytest.mark.parametrize("override, expects", [
     ("data.demo_dir=", "text"),
     ("data.load_size=", "an integer"),

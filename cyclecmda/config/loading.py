@@ -93,6 +93,11 @@ def _translate(exc: OmegaConfBaseException, source: str) -> ConfigError:
             quoted = f"""'{full_key}=""'""" if source == OVERRIDES else '""'
             text = f"; for empty text write {quoted}"
         return ConfigError(f"config key '{full_key}' has an empty value{where}; it expects {_expected(hint)}{text}.")
+    if "is not a ListConfig" in msg:
+        # `key: shape` in YAML (or a stored config) where the key takes a list
+        shown = value._value() if isinstance(value, Node) else value
+        return ConfigError(f"config key '{full_key}'{where} expects {_expected(_field_type(full_key))}, not {shown!r}; "
+                           f"for a list of one write [{shown}].")
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
         section, _, key = full_key.rpartition(".")
         valid = _valid_keys(section)

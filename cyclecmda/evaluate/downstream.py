@@ -211,7 +211,7 @@ def _summary(values: List[float]) -> Dict[str, Any]:
 def _sampling_error(accuracy: float, n_test: int) -> float:
     """The binomial standard error of an accuracy measured on ``n_test`` images: how far another
     test set of the same size would move it."""
-    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n_test)
+    return math.sqrt(accuracy * (1 - accuracy) / n_test)
 
 
 def _default_task(data: DataConfig) -> str:

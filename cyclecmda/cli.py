@@ -254,7 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
+    # Configs and key=value overrides may follow a command's options too (`downstream CONFIG
+    # --task boxes data.b.test_root=...`): argparse stops its positional list at the first option.
+    if extra and isinstance(getattr(args, "config", None), list) and not any(x.startswith("-") for x in extra):
+        args.config += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except CycleCMDAError as exc:

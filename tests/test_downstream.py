@@ -155,6 +155,16 @@ def test_missing_test_labels_is_one_line_naming_the_key(demo, capsys):
     assert "data.a.masks" in capsys.readouterr().err
 
 
+def test_overrides_after_the_options_are_applied_and_a_stray_option_is_refused(demo, capsys):
+    args = [a for a in overrides(demo) if not a.startswith("data.b.test_labels")]
+    # the key the run needs comes last, after the options, as users append overrides
+    report = run_json(capsys, [*args, *FAST, "--seeds", "0", "--arms", "as_is", f"data.b.test_labels={demo}/testB/labels.csv"])
+    assert report["test"]["labels"] == "data.b.test_labels" and report["arms"]["as_is"]["n"] == 1
+    with pytest.raises(SystemExit):
+        main(["downstream", *overrides(demo), *FAST, "--sedes", "0"])
+    assert "unrecognized arguments: --sedes 0" in capsys.readouterr().err
+
+
 def test_translator_of_other_channels_is_refused(demo, exported, capsys):
     # b2a takes 1-channel 16-bit images; data.a is RGB 8-bit
     assert main(["downstream", *overrides(demo), "--artifact", str(exported / "b2a"), *FAST]) == 2

@@ -82,8 +82,9 @@ READING_DECAY = 0.98
 # loss.semantic.confidence: None by kind; at 0.9 a segmenter's sure pixels on real B were nearly all
 # background, and the judge, learning from them, labelled everything background (docs/experiments.md)
 DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
-# loss.semantic.shape_weight: None by kind; measured on four domain pairs for image classes only (docs/pairs.md)
-DEFAULT_SHAPE_WEIGHT = {"class": 1.0, "mask": 0.0, "boxes": 0.0}
+# loss.semantic.shape_weight: None by kind (boxes train as masks); measured on four domain pairs for
+# image classes only (docs/pairs.md)
+DEFAULT_SHAPE_WEIGHT = {"class": 1.0, "mask": 0.0}
 MAX_BOXES = 64  # boxes an image keeps in the replay memory (the largest)
 
 __all__ = ["SemanticLoss", "build_semantic"]
@@ -127,7 +128,7 @@ class SemanticLoss(nn.Module):
         self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[self.kind]
         self.views = list(cfg.pseudo_labels)
         self.shape_weight = (cfg.shape_weight if cfg.shape_weight is not None
-                             else DEFAULT_SHAPE_WEIGHT[cfg.kind] if "shape" in self.views else 0.0)
+                             else DEFAULT_SHAPE_WEIGHT[self.kind] if "shape" in self.views else 0.0)
         if self.boxes and "translations" in self.views:
             raise ConfigError("loss.semantic.pseudo_labels: with kind=boxes the downstream model is a detector, which "
                               "labels no pixels; use shape and/or source.")

@@ -57,7 +57,8 @@ def labelled(tiny_config, image_factory, tmp_path):
         "data__b__scale__mode": "full", "data__mask_classes": "[background,left,right]",
         "loss__semantic__kind": "class", "loss__semantic__max_task_loss": 100.0,  # the gates open at once
         "loss__semantic__confidence": 0.01,  # and every guess on real B is a pseudo-label:
-        "loss__semantic__pseudo_labels": "[shape]",  # one view, that no other has to agree with
+        "loss__semantic__pseudo_labels": "[shape]",  # one view, that no other has to agree with,
+        "loss__semantic__judge_min_kappa": 0.0,  # and no wait for the outlines of the translations
         "loss__semantic__task_every": 1, "loss__semantic__task_batch": 4, "loss__semantic__memory": 16,
         "model__task__width": 4, "run__name": "sem",
     }
@@ -88,7 +89,12 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
     assert closed_losses["semantic_ab"].item() == 0.0  # the gate starts closed
     semantic.ready.fill_(True)
     semantic.judge_fits.fill_(True)
-    semantic.running_agreement.fill_(0.55)  # ready, but the views of real B do not agree enough
+    semantic.running_agreement.fill_(1.0)  # one view (the default for classes): nothing to disagree with
+    assert generator_grads()[0]["semantic_ab"].item() == 0.0  # but no translation read by the outlines yet
+    semantic.shape_kappa.fill_(0.4)  # the outline network reads the translations' classes, not well enough
+    assert generator_grads()[0]["semantic_ab"].item() == 0.0
+    semantic.running_agreement.fill_(0.55)  # well enough (shape_min_kappa), but the views do not agree enough
+    semantic.shape_kappa.fill_(0.45)
     assert generator_grads()[0]["semantic_ab"].item() == 0.0
     semantic.running_agreement.fill_(0.6)  # loss.semantic.min_agreement
     open_losses, opened = generator_grads()
@@ -115,7 +121,7 @@ def test_generator_term_reaches_the_generators_and_the_task_step_only_its_own_ne
 def test_outline_term_needs_no_label_of_b_and_reaches_only_the_translator(tiny_config):
     torch.manual_seed(0)
     cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
-                                       loss__semantic__shape_weight=2.0))
+                                       loss__semantic__shape_weight=2.0, loss__semantic__pseudo_labels="[shape,shape]"))
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
     model = CycleGAN(cfg.model, cfg.loss, 3, 1, semantic)
     real_a, real_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
@@ -169,7 +175,8 @@ def test_outline_term_waits_until_the_outline_networks_read_the_translations(tin
 
     torch.manual_seed(0)
     cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
-                                       loss__semantic__shape_weight=1.0, loss__semantic__shape_min_kappa=0.5))
+                                       loss__semantic__shape_weight=1.0, loss__semantic__shape_min_kappa=0.5,
+                                       loss__semantic__pseudo_labels="[shape,shape]"))
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
     stand_ins = [_Reads(), _Reads()]
     semantic.outline.net, semantic.outline_2.net = stand_ins
@@ -216,6 +223,12 @@ def test_outline_term_asks_for_an_outline_network(tiny_config):
     with pytest.raises(ConfigError, match=r"shape_min_kappa.*\[0, 1\]"):
         load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
                                      loss__semantic__shape_min_kappa=1.5))
+    with pytest.raises(ConfigError, match=r"judge_min_kappa.*\[0, 1\]"):
+        load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
+                                     loss__semantic__judge_min_kappa=-0.1))
+    with pytest.raises(ConfigError, match=r"judge_min_kappa=0.4 .*no shape view.*judge_min_kappa=0"):
+        load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
+                                     loss__semantic__judge_min_kappa=0.4, loss__semantic__pseudo_labels="[source]"))
     with pytest.raises(ConfigError, match=r"shape_weight.*>= 0"):
         load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
                                      loss__semantic__shape_weight=-1))
@@ -589,7 +602,7 @@ def test_agreement_of_views_is_the_mean_class_iou_of_their_predictions():
 
 def test_pseudo_labels_are_where_every_view_agrees_and_the_term_goes_off_when_views_disagree(tiny_config):
     cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv",
-                                       loss__semantic__confidence=0.6,
+                                       loss__semantic__confidence=0.6, loss__semantic__judge_min_kappa=0.0,
                                        loss__semantic__pseudo_labels="[shape,translations,source]"))
     semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
     sure, unsure = torch.tensor([0.0, 9.0, 0.0]), torch.tensor([1.0, 1.2, 1.0])
@@ -667,12 +680,26 @@ def test_labels_leave_the_translator_as_without_them_while_the_term_is_off(tiny_
                for k, v in states["without"]["state"]["gen_ab"].items())
 
 
-def test_default_views_are_two_outline_networks_that_differ_only_in_their_start(tiny_config):
-    """Two outline networks trained alike agree on real B about as often as they are right there:
-    their agreement is the default gate."""
-    cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind="class", data__a__labels="x.csv"))
-    assert cfg.loss.semantic.pseudo_labels == ["shape", "shape"] and cfg.loss.semantic.min_agreement == 0.6
-    semantic = SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, ["cat", "dog", "owl"])
+def test_default_views_by_kind_and_two_outline_networks_differ_only_in_their_start(tiny_config):
+    """Image classes: one outline network, its judge's term behind the outline gate; masks and boxes:
+    two outline networks trained alike, which agree on real B about as often as they are right there,
+    their agreement the gate. Two shape views are two networks initialised apart."""
+    def built(kind, classes=("cat", "dog", "owl"), **overrides):
+        extra = {"data__a__masks": "m", "data__mask_classes": "[bg,cat]"} if kind == "mask" else {}
+        cfg = load_config([], overrides_of(tiny_config, loss__semantic__kind=kind, data__a__labels="x.csv",
+                                           **extra, **overrides))
+        return SemanticLoss(cfg.loss.semantic, cfg.model.task, 3, 1, list(classes))
+
+    classes = built("class")
+    assert classes.views == ["shape"] and classes.judge_min_kappa == 0.45 and classes.shape_weight == 1.0
+    assert set(classes.networks()) == {"task_a", "downstream", "judge", "outline"}
+    assert built("class", loss__semantic__shape_min_kappa=0.3).judge_min_kappa == 0.3  # one threshold for both
+    assert built("class", loss__semantic__judge_min_kappa=0.2).judge_min_kappa == 0.2
+    assert built("class", loss__semantic__pseudo_labels="[translations]").judge_min_kappa == 0.0  # nothing to read with
+    masks = built("mask", classes=("bg", "cat"))
+    assert masks.views == ["shape", "shape"] and masks.judge_min_kappa == 0.0 and not masks.reads_translations
+    semantic = built("class", loss__semantic__pseudo_labels="[shape,shape]")
+    assert semantic.cfg.min_agreement == 0.6
     assert set(semantic.networks()) == {"task_a", "downstream", "judge", "outline", "outline_2"}
     assert "fake_a" not in semantic.memory.image_names  # only the source view reads B's translations
     first, second = semantic.outline.state_dict(), semantic.outline_2.state_dict()

@@ -21,9 +21,10 @@ from cyclecmda.config.schema import (
                                       TaskConfig,
                                       TrainConfig,
                                       TransformConfig,
+                                      default_views,
 )
 
 __all__ = ["CHOICES", "IMAGE_EXTENSIONS", "OVERRIDES", "PSEUDO_LABEL_VIEWS", "Config", "DataConfig", "DiscConfig",
            "DomainConfig", "GenConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "ScaleConfig",
            "SemanticConfig", "TaskConfig", "TrainConfig", "TransformConfig", "config_from_dict", "load_config",
-           "save_config", "split_cli_args", "to_dict", "to_yaml", "validate"]
+           "default_views", "save_config", "split_cli_args", "to_dict", "to_yaml", "validate"]

@@ -17,6 +17,7 @@ from cyclecmda.config.schema import (
     DomainConfig,
     ModelConfig,
     TransformConfig,
+    default_views,
 )
 from cyclecmda.errors import ConfigError, did_you_mean, unknown
 
@@ -154,10 +155,16 @@ def _check_semantic(cfg: Config) -> None:
         raise ConfigError(f"invalid value {sem.warmup_steps!r} for 'loss.semantic.warmup_steps'; it must be >= 0.")
     if not 0 <= sem.min_agreement <= 1:
         raise ConfigError(f"invalid value {sem.min_agreement!r} for 'loss.semantic.min_agreement'; it must be in [0, 1].")
-    views = list(sem.pseudo_labels)
-    if not 0 <= sem.shape_min_kappa <= 1:
-        raise ConfigError(f"invalid value {sem.shape_min_kappa!r} for 'loss.semantic.shape_min_kappa'; it must be in [0, 1] "
-                          "(Cohen's kappa: 0 chance, 1 always right; 0 turns the gate off).")
+    views = default_views(sem)
+    for key in ("shape_min_kappa", "judge_min_kappa"):
+        value = getattr(sem, key)
+        if value is not None and not 0 <= value <= 1:
+            raise ConfigError(f"invalid value {value!r} for 'loss.semantic.{key}'; it must be in [0, 1] "
+                              "(Cohen's kappa: 0 chance, 1 always right; 0 turns the gate off).")
+    if sem.judge_min_kappa and "shape" not in views:
+        raise ConfigError(f"loss.semantic.judge_min_kappa={sem.judge_min_kappa} waits for the outline networks to read "
+                          f"translations, but loss.semantic.pseudo_labels ({views}) has no shape view: add one, "
+                          "e.g. [shape], or set judge_min_kappa=0.")
     if sem.shape_weight is not None and not sem.shape_weight >= 0:
         raise ConfigError(f"invalid value {sem.shape_weight!r} for 'loss.semantic.shape_weight'; it must be >= 0.")
     if sem.shape_weight and "shape" not in views:

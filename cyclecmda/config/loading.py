@@ -64,6 +64,8 @@ def _expected(hint: Any) -> str:
 
 
 def _is_scalar_list(hint: Any) -> bool:
+    if typing.get_origin(hint) is Union:  # Optional[List[str]]
+        hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
     args = typing.get_args(hint)
     return typing.get_origin(hint) in (list, List) and len(args) == 1 and args[0] in (str, int, float, bool)
 

@@ -21,11 +21,10 @@ and thermal frames, not across photos and line drawings, and the two others are 
 the translators, which early in training are wrong. An entry gets a pseudo-label only where every
 view names the same class at least ``confidence`` sure, and the views' *agreement* on real B (the
 mean over classes of the intersection over union of their predictions, from running counts) says
-whether pseudo-labels can be trusted at all. The default views are two outline networks: two
-networks trained alike from different starting weights disagree on new data about as often as
-they are wrong there (Jiang et al., "Assessing Generalization of SGD via Disagreement", 2022), so
-their agreement on real B measures, without a label of B, how far outlines learned on A carry
-over to B, from the first steps on and whatever the translators do.
+whether pseudo-labels can be trusted at all (with one view it is 1). By default image classes have
+one outline view, masks and boxes two: two networks trained alike from different starting weights
+disagree on new data about as often as they are wrong there (Jiang et al., "Assessing
+Generalization of SGD via Disagreement", 2022).
 
 The generator's term asks that ``judge`` give a translation ``gen_ab(a)`` the label of ``a`` (so
 a translation must show its class the way real B images do, not in a code of its own that a
@@ -34,10 +33,13 @@ label of ``b``, or ``judge``'s confident prediction on ``b``. The term waits unt
 ``warmup_steps`` training steps have passed and the running losses of ``task_a`` and of the views'
 networks are below ``max_task_loss``; ``judge`` starts learning from pseudo-labels then. The term
 is on only while ``judge``'s running loss on them is below that too (a judge that cannot fit its
-pseudo-labels, as when they miss whole classes, is no judge) and the views' agreement is at
-least ``min_agreement``: it goes off again when either fails. While it is
-off the translator trains exactly as without labels (the task networks draw no random number of
-the translator's), so labels whose pseudo-labels cannot be trusted cost nothing but time.
+pseudo-labels, as when they miss whole classes, is no judge), the views' agreement is at least
+``min_agreement`` and, with ``judge_min_kappa`` (image classes by default), the outline networks
+read ``a``'s class on the outlines of the translations that well (below): outline pseudo-labels of
+real B are trusted only where outlines demonstrably carry over from A to images that look like B.
+It goes off again when any of them fails. While it is off the translator trains exactly as without
+labels (the task networks draw no random number of the translator's), so labels whose
+pseudo-labels cannot be trusted cost nothing but time.
 
 With ``shape_weight`` (on by default for image classes) the generator has a second term that
 needs no label of B: the outline networks must name ``a``'s class on the outlines of ``gen_ab(a)``
@@ -62,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cyclecmda.config import Config, SemanticConfig, TaskConfig
+from cyclecmda.config import Config, SemanticConfig, TaskConfig, default_views
 from cyclecmda.data.boxes import pack_boxes, unpack_boxes
 from cyclecmda.data.domain import DomainFiles
 from cyclecmda.data.targets import ignore_index
@@ -85,6 +87,8 @@ DEFAULT_CONFIDENCE = {"class": 0.9, "mask": 0.5}
 # loss.semantic.shape_weight: None by kind (boxes train as masks); measured on four domain pairs for
 # image classes only (docs/pairs.md)
 DEFAULT_SHAPE_WEIGHT = {"class": 1.0, "mask": 0.0}
+# loss.semantic.judge_min_kappa: None by kind, as shape_weight (docs/pairs.md)
+DEFAULT_JUDGE_GATE = {"class": True, "mask": False}
 MAX_BOXES = 64  # boxes an image keeps in the replay memory (the largest)
 
 __all__ = ["SemanticLoss", "build_semantic"]
@@ -126,9 +130,14 @@ class SemanticLoss(nn.Module):
         self.num_classes = num_classes
         self.ignore = ignore_index(self.kind)
         self.confidence = cfg.confidence if cfg.confidence is not None else DEFAULT_CONFIDENCE[self.kind]
-        self.views = list(cfg.pseudo_labels)
+        self.views = default_views(cfg)
         self.shape_weight = (cfg.shape_weight if cfg.shape_weight is not None
                              else DEFAULT_SHAPE_WEIGHT[self.kind] if "shape" in self.views else 0.0)
+        self.judge_min_kappa = (cfg.judge_min_kappa if cfg.judge_min_kappa is not None
+                                else cfg.shape_min_kappa if DEFAULT_JUDGE_GATE[self.kind] and "shape" in self.views
+                                else 0.0)
+        # the outline networks read the translations (the kappa) for the gates that need it
+        self.reads_translations = bool(self.shape_weight or self.judge_min_kappa)
         if self.boxes and "translations" in self.views:
             raise ConfigError("loss.semantic.pseudo_labels: with kind=boxes the downstream model is a detector, which "
                               "labels no pixels; use shape and/or source.")
@@ -247,7 +256,10 @@ class SemanticLoss(nn.Module):
 
     def term_on(self) -> torch.Tensor:
         """Whether the generator's term counts now (a bool tensor: no host sync)."""
-        return self.ready & self.judge_fits & (self.running_agreement >= self.cfg.min_agreement)
+        on = self.ready & self.judge_fits & (self.running_agreement >= self.cfg.min_agreement)
+        if self.judge_min_kappa:  # NaN (nothing read yet) compares False
+            on = on & (self.shape_kappa >= self.judge_min_kappa)
+        return on
 
     def shape_on(self) -> torch.Tensor:
         """Whether the outline term counts now (a bool tensor: no host sync)."""
@@ -310,11 +322,12 @@ class SemanticLoss(nn.Module):
         # the term waits for the networks it needs: task_a (B -> A) and those of the views of real B
         needed = torch.stack([losses[n] for n in sorted({"task_a", *self.view_names})]).max().detach()
         has_b = (target_b != self.ignore).any()
-        read = self._outline_reading(fake_b.detach(), label_a) if self.shape_weight else None
+        read = self._outline_reading(fake_b.detach(), label_a) if self.reads_translations else None
         self._update_gates(needed, losses["judge"].detach(), has_b, counts, read)
         losses["semantic_on"] = self.term_on().float()
-        if self.shape_weight:
+        if self.reads_translations:
             losses["shape_kappa"] = self.shape_kappa.clone()
+        if self.shape_weight:
             losses["shape_on"] = self.shape_on().float()
         losses["pseudo_b"] = (target_b != self.ignore).float().mean()  # share of real B entries with a target
         losses["agreement"] = self.running_agreement.clone()

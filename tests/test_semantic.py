@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import overrides_of, run_child, scalars, write_labels
 
-from cyclecmda.config import load_config
+from cyclecmda.config import SemanticConfig, default_views, load_config
 from cyclecmda.errors import ConfigError
 from cyclecmda.method.cyclegan import CycleGAN
 from cyclecmda.method.losses import cross_entropy, score
@@ -698,6 +698,7 @@ def test_default_views_by_kind_and_two_outline_networks_differ_only_in_their_sta
     assert built("class", loss__semantic__pseudo_labels="[translations]").judge_min_kappa == 0.0  # nothing to read with
     masks = built("mask", classes=("bg", "cat"))
     assert masks.views == ["shape", "shape"] and masks.judge_min_kappa == 0.0 and not masks.reads_translations
+    assert default_views(SemanticConfig(kind="boxes")) == ["shape", "shape"]  # boxes train as masks
     semantic = built("class", loss__semantic__pseudo_labels="[shape,shape]")
     assert semantic.cfg.min_agreement == 0.6
     assert set(semantic.networks()) == {"task_a", "downstream", "judge", "outline", "outline_2"}

@@ -254,14 +254,14 @@ PSEUDO_LABEL_VIEWS = ("shape", "translations", "source")
 # loss.semantic.pseudo_labels: None by kind (boxes train as masks). Image classes: one outline
 # network behind the outline gate; two behind the agreement gate kept their judge's term off until
 # late on the demo (docs/pairs.md). Masks and boxes: measured with two only.
-DEFAULT_VIEWS = {"class": ["shape"], "mask": ["shape", "shape"], "boxes": ["shape", "shape"]}
+DEFAULT_VIEWS = {"class": ["shape"], "mask": ["shape", "shape"]}
 
 
 def default_views(sem: "SemanticConfig") -> List[str]:
     """The views of ``loss.semantic`` (``pseudo_labels``, by kind where None)."""
     if sem.pseudo_labels is not None:
         return list(sem.pseudo_labels)
-    return list(DEFAULT_VIEWS.get(sem.kind, DEFAULT_VIEWS["class"]))
+    return list(DEFAULT_VIEWS["mask" if sem.kind in ("mask", "boxes") else "class"])
 
 CHOICES: Dict[str, Sequence[Any]] = {
     "data.a.channels": (1, 3),
